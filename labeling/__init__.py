@@ -1,0 +1,1 @@
+"""Stage 2: human correctness labels through Label Studio."""

@@ -1,0 +1,1 @@
+"""Stage 1 (answer-only VQA SFT) and stage 5 (LLaVA-style instruction tuning)."""

@@ -1,0 +1,58 @@
+"""`vlm-rlhf <command> [--config FILE.yaml] [--key value ...]`: one entry point that dispatches to each command.
+
+This and `vlm.pipeline` are the only code that knows every stage; each stage keeps its own `main(argv)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+# command -> (module, function, one-line help). Modules are imported on use, so `--help` stays fast.
+COMMANDS = {
+    "pipeline": ("vlm.pipeline", "main", "run every stage on the configured setup (the demo: `make demo`)"),
+    "init-model": ("vlm.commands.init_model", "main", "build a fresh VLM (tiny preset, or CLIP + GPT-2 checkpoints)"),
+    "data": ("vlm.commands.data", "main", "`data synth`: write synthetic VQA v2 + LLaVA data; `data check`: read a split"),
+}
+
+USAGE = "usage: vlm-rlhf <command> [options]\n\ncommands:\n" + "\n".join(
+    f"  {name:<12} {help_}" for name, (_, _, help_) in COMMANDS.items()
+)
+
+
+def _report(command: str, result) -> None:
+    if command == "pipeline":
+        from vlm.pipeline import format_examples
+
+        print(format_examples(result["examples"]))
+        print(f"\nmean VQA accuracy of the initial model: {result['mean_vqa_accuracy']:.3f} ({result['seconds']} s)")
+    elif result is not None:
+        print(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"vlm-rlhf: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=os.environ.get("VLM_RLHF_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    module, function, _ = COMMANDS[command]
+    from vlm.data.errors import DataError
+
+    try:
+        result = getattr(importlib.import_module(module), function)(rest)
+    except (DataError, ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"vlm-rlhf {command}: error: {e}", file=sys.stderr)
+        return 2
+    _report(command, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The one error type for bad input data: its message names the file and the record."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file and, where there is one, the record."""
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file, turning a missing file or malformed JSON into a `DataError` naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
