@@ -34,6 +34,13 @@ class VLMPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _no_split_modules = ["CLIPEncoderLayer", "GPT2Block"]
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading replaces the parameters (and their requires_grad), so the freeze flags are applied afterwards.
+        model = super().from_pretrained(*args, **kwargs)
+        model.apply_freezing()
+        return model
+
     def apply_freezing(self) -> None:
         """Set `requires_grad` from the config's freeze_* flags (LoRA, when used, is applied on top of this)."""
         backbone = self.model if hasattr(self, "model") else self

@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny VLM saved in real HF format, and a small synthetic VQA dataset on disk."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vlm  # noqa: F401  (registers the Auto classes)
+from vlm.builder import load_vlm, save_vlm
+from vlm.data.synthetic import SynthConfig, write_synthetic_dataset
+from vlm.presets import TinyPreset, build_tiny_vlm
+
+# Small enough to build in ~1 s, same shapes as the demo model.
+TEST_PRESET = TinyPreset(corpus_scenes=400, text_layers=2, vision_layers=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model, processor = build_tiny_vlm(TEST_PRESET)
+    return save_vlm(model, processor, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture
+def tiny_vlm(tiny_checkpoint):
+    model, processor = load_vlm(tiny_checkpoint)
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "synth"
+    return write_synthetic_dataset(SynthConfig(out=str(out), train=24, val=12, seed=3))

@@ -1,0 +1,133 @@
+"""The `vlm-rlhf` commands: init-model (preset and real-checkpoint paths), data, pipeline, configs, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import CLIPModel, CLIPConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from vlm.builder import load_vlm
+from vlm.cli import main
+from vlm.commands.init_model import InitModelConfig
+from vlm.config_parsing import parse_config
+from vlm.data.synthetic import SynthConfig
+from vlm.pipeline import PipelineConfig
+from vlm.presets import TinyPreset, train_tiny_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_TYPES = {"demo.yaml": (PipelineConfig,), "data.yaml": (SynthConfig,), "model.yaml": (InitModelConfig, TinyPreset)}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_yaml_parses(path):
+    types = CONFIG_TYPES[path.name]
+    parsed = parse_config(types, ["--config", str(path)])
+    assert parsed[0] is not None
+    keys = set(yaml.safe_load(path.read_text()))
+    known = {f for t in types for f in t.__dataclass_fields__}
+    assert keys <= known
+
+
+def test_init_model_tiny_preset(tmp_path):
+    out = tmp_path / "m"
+    argv = ["init-model", "--preset", "tiny", "--out", str(out), "--corpus_scenes", "200", "--text_layers", "2"]
+    assert main(argv) == 0
+    model, processor = load_vlm(out)
+    assert model.config.text_config.n_layer == 2 and processor.num_image_tokens == 17
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    assert main(argv) == 2  # never overwrites an existing checkpoint
+
+
+def _save_real_format_checkpoints(root: Path, full_clip: bool) -> tuple[Path, Path]:
+    """Tiny CLIP and GPT-2 checkpoints saved exactly as hub checkpoints are (config + safetensors + processor)."""
+    torch.manual_seed(0)
+    vision_kwargs = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         image_size=32, patch_size=8)
+    if full_clip:
+        clip = CLIPModel(CLIPConfig(vision_config=vision_kwargs, text_config=dict(hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, vocab_size=99), projection_dim=16))
+    else:
+        clip = CLIPVisionModel(CLIPVisionModel.config_class(**vision_kwargs))
+    clip.save_pretrained(root / "clip")
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
+    tokenizer = train_tiny_tokenizer(TinyPreset(corpus_scenes=100))
+    assert isinstance(tokenizer, PreTrainedTokenizerFast)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=48, n_layer=2, n_head=4, n_positions=128))
+    gpt2.save_pretrained(root / "gpt2")
+    tokenizer.save_pretrained(root / "gpt2")
+    return root / "clip", root / "gpt2"
+
+
+@pytest.mark.parametrize("full_clip", [True, False], ids=["full-CLIPModel", "vision-only"])
+def test_init_model_from_checkpoints_with_the_gpt2_large_config(tmp_path, full_clip):
+    clip_dir, gpt2_dir = _save_real_format_checkpoints(tmp_path, full_clip)
+    out = tmp_path / "vlm"
+    config = REPO / "configs/gpt2-large-clip-vqav2/model.yaml"
+    argv = ["init-model", "--config", str(config), "--vision", str(clip_dir), "--language_model", str(gpt2_dir),
+            "--projector_num_heads", "4", "--out", str(out)]
+    assert main(argv) == 0
+    model, processor = load_vlm(out)
+    vision = CLIPVisionModel.from_pretrained(clip_dir)
+    gpt2 = GPT2LMHeadModel.from_pretrained(gpt2_dir)
+    for name, p in vision.state_dict().items():
+        assert torch.equal(model.model.vision_tower.state_dict()[name], p), name  # pretrained weights copied
+    lm_state = model.model.language_model.state_dict()
+    assert torch.equal(lm_state["h.0.attn.c_attn.weight"], gpt2.transformer.h[0].attn.c_attn.weight)
+    old_vocab = gpt2.config.vocab_size
+    assert torch.equal(lm_state["wte.weight"][:old_vocab], gpt2.transformer.wte.weight)
+    tok = processor.tokenizer
+    assert len(tok) == old_vocab + 2 and model.config.text_config.vocab_size == len(tok)  # <image> and <pad> added
+    assert tok.pad_token_id not in (tok.eos_token_id, model.config.image_token_id)
+    assert model.config.num_image_tokens == 17 and model.config.freeze_vision
+
+
+def test_init_model_bad_input(tmp_path, capsys):
+    assert main(["init-model", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --preset tiny, or both --vision and --language_model" in capsys.readouterr().err
+    assert main(["init-model", "--config", "configs/nope.yaml"]) == 2
+    assert "configs/nope.yaml not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: tiny\nlayers: 3\n")
+    assert main(["init-model", "--config", str(bad), "--out", str(tmp_path / "y")]) == 2
+    assert "Unknown arguments from config file: ['--layers'" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+
+
+def test_data_commands(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["data", "synth", "--config", "configs/demo/data.yaml", "--out", str(out), "--train", "4", "--val", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert main(["data", "check", "--data", str(out), "--split", "val2014", "--verify-images"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["questions"] > 0 and summary["images"] == 2 and sum(summary["answer_types"].values()) == summary["questions"]
+    (out / "v2_mscoco_val2014_annotations.json").write_text("{oops")
+    assert main(["data", "check", "--data", str(out), "--split", "val2014"]) == 2
+    assert "v2_mscoco_val2014_annotations.json: malformed JSON" in capsys.readouterr().err
+
+
+def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
+    data_cfg = tmp_path / "data.yaml"
+    data_cfg.write_text("train: 6\nval: 4\nseed: 5\n")
+    model_cfg = tmp_path / "model.yaml"
+    model_cfg.write_text("preset: tiny\ncorpus_scenes: 200\ntext_layers: 2\n")
+    argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(tmp_path / "run"),
+            "--data_config", str(data_cfg), "--model_config", str(model_cfg), "--examples", "5"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "run/pipeline.json").read_text())
+    assert len(summary["examples"]) == 5
+    for row in summary["examples"]:
+        assert 0.0 <= row["vqa_accuracy"] <= 1.0 and row["question"] in printed
+    weights = tmp_path / "run/models/init/model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert main(argv) == 0  # resumes: data and model are reused, not rebuilt
+    assert weights.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "run/pipeline.json").read_text())["examples"] == summary["examples"]
+
+
+def test_unknown_command(capsys):
+    assert main(["nope"]) == 2
+    assert "unknown command" in capsys.readouterr().err

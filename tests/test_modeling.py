@@ -1,0 +1,210 @@
+"""The VLM: additive fusion, HF round trips, cached/batched generation, the score head, freezing."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoProcessor
+
+from vlm import VLMConfig, VLMForCausalLM, VLMForSequenceClassification, VLMProcessor
+from vlm.generation import generate_answers, vqa_prompt
+
+
+def random_image(seed: int, size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def encode(processor, questions, seeds):
+    return processor(
+        images=[random_image(s) for s in seeds], text=[vqa_prompt(q) for q in questions], padding=True,
+        return_tensors="pt",
+    )
+
+
+def test_different_images_change_text_logits(tiny_vlm):
+    model, processor = tiny_vlm
+    a = encode(processor, ["What color is the square?"], [0])
+    b = encode(processor, ["What color is the square?"], [1])
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    with torch.no_grad():
+        la, lb = model(**a).logits, model(**b).logits
+    text_positions = a["input_ids"][0] != model.config.image_token_id
+    assert (la[0, text_positions] - lb[0, text_positions]).abs().max() > 1e-4
+
+
+def test_fusion_is_additive(tiny_vlm):
+    model, processor = tiny_vlm
+    inputs = encode(processor, ["How many objects are there?"], [0])
+    ids = inputs["input_ids"]
+    backbone = model.model
+    embeds = backbone.get_input_embeddings()(ids)
+    n, d = model.config.num_image_tokens, model.config.text_config.hidden_size
+
+    zero = backbone.add_image_features(ids, embeds, torch.zeros(1, n, d))
+    assert torch.equal(zero, embeds)  # zero features: plain token embeddings, nothing concatenated
+
+    feats = torch.randn(1, n, d)
+    fused = backbone.add_image_features(ids, embeds, feats)
+    mask = ids[0] == model.config.image_token_id
+    assert int(mask.sum()) == n
+    assert torch.allclose(fused[0, mask], embeds[0, mask] + feats[0])
+    assert torch.equal(fused[0, ~mask], embeds[0, ~mask])
+
+
+def test_sequence_length_is_text_length_after_expansion(tiny_vlm):
+    model, processor = tiny_vlm
+    prompt = vqa_prompt("Is there a red circle?")
+    inputs = processor(images=[random_image(0)], text=[prompt], return_tensors="pt")
+    plain = processor.tokenizer(prompt)["input_ids"]  # `<image>` counted once
+    n = model.config.num_image_tokens
+    assert inputs["input_ids"].shape[1] == len(plain) + n - 1
+    with torch.no_grad():
+        assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
+def test_processor_refuses_image_count_mismatch(tiny_vlm):
+    _, processor = tiny_vlm
+    with pytest.raises(ValueError, match="<image>"):
+        processor(images=[random_image(0), random_image(1)], text=[vqa_prompt("Is it red?")])
+    with pytest.raises(ValueError, match="<image>"):
+        processor(images=[random_image(0)], text=["Q: no image here A:"])
+    with pytest.raises(ValueError, match="no images"):
+        processor(text=[vqa_prompt("Is it red?")])
+
+
+def test_model_refuses_token_feature_mismatch(tiny_vlm):
+    model, processor = tiny_vlm
+    inputs = encode(processor, ["Is it red?"], [0])
+    ids = inputs["input_ids"]
+    first_image = int((ids[0] == model.config.image_token_id).nonzero()[0])
+    truncated = torch.cat([ids[:, :first_image], ids[:, first_image + 1 :]], dim=1)  # one `<image>` short
+    with pytest.raises(ValueError, match="do not match"):
+        model(input_ids=truncated, pixel_values=inputs["pixel_values"])
+
+
+def test_save_load_round_trip_and_auto_classes(tiny_vlm, tmp_path):
+    model, processor = tiny_vlm
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), VLMConfig)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    loaded_processor = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, VLMForCausalLM) and isinstance(loaded_processor, VLMProcessor)
+    assert loaded_processor.num_image_tokens == processor.num_image_tokens
+    inputs = encode(processor, ["What shape is the red object?"], [5])
+    again = encode(loaded_processor, ["What shape is the red object?"], [5])
+    assert torch.equal(inputs["input_ids"], again["input_ids"])
+    assert torch.equal(inputs["pixel_values"], again["pixel_values"])
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, loaded(**again).logits)
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=1)
+    assert isinstance(classifier, VLMForSequenceClassification)
+    # the backbone is shared with the causal LM checkpoint; only the score head is new
+    assert torch.equal(classifier.model.projector.out.weight, model.model.projector.out.weight)
+
+
+def test_lm_head_tied_to_embeddings(tiny_vlm):
+    model, _ = tiny_vlm
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def _greedy_without_cache(model, inputs, steps):
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    for _ in range(steps):
+        logits = model(input_ids=ids, attention_mask=mask, pixel_values=inputs["pixel_values"], use_cache=False).logits
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
+    return ids
+
+
+def test_cached_generate_equals_naive_reforward(tiny_vlm):
+    model, processor = tiny_vlm
+    inputs = encode(processor, ["What color is the circle?"], [2])
+    steps = 12
+    with torch.no_grad():
+        cached = model.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False)
+        naive = _greedy_without_cache(model, inputs, steps)
+    assert torch.equal(cached, naive)
+
+
+def test_vision_tower_runs_once_per_generate(tiny_vlm):
+    model, processor = tiny_vlm
+    calls = []
+    hook = model.model.vision_tower.register_forward_hook(lambda m, i, o: calls.append(i))
+    try:
+        inputs = encode(processor, ["Is there a blue cross?", "How many squares are there?"], [0, 1])
+        with torch.no_grad():
+            model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # prefill only, for both images at once
+
+
+def test_batched_left_padded_generation_equals_one_by_one(tiny_vlm):
+    model, processor = tiny_vlm
+    questions = ["Is the red circle left of the blue square?", "How many?", "What color is the triangle?"]
+    images = [random_image(s) for s in (3, 4, 5)]
+    kwargs = dict(max_new_tokens=6, min_new_tokens=6)
+    batched = generate_answers(model, processor, images, questions, batch_size=3, **kwargs)
+    single = [generate_answers(model, processor, [im], [q], **kwargs)[0] for im, q in zip(images, questions)]
+    assert batched == single
+    inputs = encode(processor, questions, (3, 4, 5))
+    assert (inputs["attention_mask"][:, 0] == 0).any()  # the batch really was left-padded
+
+
+def test_sequence_classifier_reads_last_token_and_sees_image(tiny_checkpoint):
+    torch.manual_seed(0)
+    model = VLMForSequenceClassification.from_pretrained(tiny_checkpoint, num_labels=1).eval()
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint)
+    texts = [vqa_prompt("What color is the square?") + " red", vqa_prompt("Is it?") + " no"]
+    with torch.no_grad():
+        batch = model(**processor(images=[random_image(0), random_image(1)], text=texts, padding=True, return_tensors="pt"))
+        alone = [model(**processor(images=[random_image(s)], text=[t], return_tensors="pt")).logits for s, t in zip((0, 1), texts)]
+        other_image = model(**processor(images=[random_image(7)], text=[texts[0]], return_tensors="pt")).logits
+    assert batch.logits.shape == (2, 1)
+    assert torch.allclose(batch.logits[0], alone[0][0], atol=1e-5)
+    assert torch.allclose(batch.logits[1], alone[1][0], atol=1e-5)
+    assert (other_image - alone[0]).abs().item() > 1e-5
+
+
+def test_freezing_is_configuration(tiny_vlm):
+    model, processor = tiny_vlm
+    assert not any(p.requires_grad for p in model.model.vision_tower.parameters())
+    assert all(p.requires_grad for p in model.model.projector.parameters())
+    assert all(p.requires_grad for p in model.model.language_model.parameters())
+    model.train()
+    inputs = encode(processor, ["What color is the square?"], [0])
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    assert model.model.projector.out.weight.grad.abs().sum() > 0  # the image reaches the loss through the addition
+    model.config.freeze_language_model = True
+    model.apply_freezing()
+    assert not any(p.requires_grad for p in model.model.language_model.parameters())
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="num_image_tokens"):
+        VLMConfig(vision_config={"image_size": 64, "patch_size": 16, "hidden_size": 32, "num_attention_heads": 4}, num_image_tokens=10)
+    with pytest.raises(ValueError, match="projector_num_heads"):
+        VLMConfig(vision_config={"image_size": 64, "patch_size": 16, "hidden_size": 30, "num_attention_heads": 3}, projector_num_heads=8)
+    config = VLMConfig(vision_config={"image_size": 224, "patch_size": 32})
+    assert config.num_image_tokens == 50  # ViT-B/32: 49 patches + CLS
+
+
+def test_backbone_path_used_by_trl_sees_the_image(tiny_checkpoint):
+    """TRL's chunked SFT loss calls `model.base_model(...)`, its PPO reward/value path
+    `getattr(model, model.base_model_prefix)(...)` then `model.score(hidden_states[-1])`: both must see the image."""
+    model = VLMForSequenceClassification.from_pretrained(tiny_checkpoint, num_labels=1).eval()
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint)
+    text = [vqa_prompt("Is there a red circle?") + " yes"]
+    a = processor(images=[random_image(0)], text=text, return_tensors="pt")
+    b = processor(images=[random_image(1)], text=text, return_tensors="pt")
+    backbone = getattr(model, model.base_model_prefix)
+    assert backbone is model.base_model is model.model
+    with torch.no_grad():
+        out_a = backbone(**a, output_hidden_states=True, use_cache=False)
+        out_b = backbone(**b, output_hidden_states=True, use_cache=False)
+        assert torch.allclose(out_a.hidden_states[-1], out_a.last_hidden_state)  # post final LayerNorm
+        score_a = model.score(out_a.hidden_states[-1])[:, -1]
+        assert torch.allclose(score_a, model(**a).logits, atol=1e-6)
+        assert (score_a - model.score(out_b.hidden_states[-1])[:, -1]).abs().item() > 1e-6
