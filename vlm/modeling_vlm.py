@@ -165,12 +165,6 @@ class VLMForCausalLM(VLMPreTrainedModel, GenerationMixin):
         self.post_init()
         self.apply_freezing()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.model.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.model.set_input_embeddings(value)
-
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
@@ -242,12 +236,6 @@ class VLMForSequenceClassification(VLMPreTrainedModel):
         self.score = nn.Linear(config.text_config.hidden_size, self.num_labels, bias=False)
         self.post_init()
         self.apply_freezing()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.model.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.model.set_input_embeddings(value)
 
     def forward(
         self,

@@ -32,9 +32,14 @@ def _plural(shape: str) -> str:
     return shape + "es" if shape.endswith("s") else shape + "s"
 
 
+def _unique_by(scene: Scene, attribute: str) -> list:
+    """Objects whose colour (or shape) no other object shares: "the square" then has one referent."""
+    values = [getattr(o, attribute) for o in scene.objects]
+    return [o for o in scene.objects if values.count(getattr(o, attribute)) == 1]
+
+
 def _color_question(scene: Scene, rng: random.Random) -> SyntheticQuestion | None:
-    shapes = [o.shape for o in scene.objects]
-    unique = [o for o in scene.objects if shapes.count(o.shape) == 1]
+    unique = _unique_by(scene, "shape")
     if not unique:
         return None
     o = rng.choice(unique)
@@ -43,8 +48,7 @@ def _color_question(scene: Scene, rng: random.Random) -> SyntheticQuestion | Non
 
 
 def _shape_question(scene: Scene, rng: random.Random) -> SyntheticQuestion | None:
-    colors = [o.color for o in scene.objects]
-    unique = [o for o in scene.objects if colors.count(o.color) == 1]
+    unique = _unique_by(scene, "color")
     if not unique:
         return None
     o = rng.choice(unique)
