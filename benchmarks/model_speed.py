@@ -25,11 +25,25 @@ from vlm import VLMConfig, VLMForCausalLM
 SIZES = {
     # name: (vision config, GPT-2 config)
     "tiny": (
-        dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, image_size=64, patch_size=16),
+        dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=64,
+            patch_size=16,
+        ),
         dict(n_embd=128, n_layer=4, n_head=4, vocab_size=1024, n_positions=512, bos_token_id=0, eos_token_id=0),
     ),
     "gpt2-small": (  # CLIP ViT-B/32 shape + GPT-2 small shape
-        dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32),
+        dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=32,
+        ),
         dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50259, n_positions=1024),
     ),
 }
@@ -41,8 +55,12 @@ def build(size: str, device, dtype):
     vision = CLIPVisionModel(CLIPVisionConfig(**vision)).config.to_dict()
     text_model = GPT2LMHeadModel(GPT2Config(**text))
     vlm = VLMForCausalLM(
-        VLMConfig(vision_config=vision, text_config=text_model.config.to_dict(), image_token_id=IMAGE_TOKEN_ID,
-                  projector_num_heads=vision["num_attention_heads"])
+        VLMConfig(
+            vision_config=vision,
+            text_config=text_model.config.to_dict(),
+            image_token_id=IMAGE_TOKEN_ID,
+            projector_num_heads=vision["num_attention_heads"],
+        )
     )
     return vlm.to(device, dtype), text_model.to(device, dtype)
 
@@ -82,7 +100,7 @@ def train_speed(vlm, text_model, ids, pixels, plain, steps, device, autocast_dty
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
-        def step():
+        def step(model=model, kwargs=kwargs, opt=opt):
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss = model(**kwargs).loss
             loss.backward()
@@ -101,13 +119,23 @@ def generation_speed(vlm, ids, pixels, new_tokens, device):
     mask = torch.ones_like(ids)
 
     def cached():
-        return vlm.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=new_tokens,
-                            min_new_tokens=new_tokens, do_sample=False)
+        return vlm.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values=pixels,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+        )
 
     def naive():  # re-run vision + the whole sequence for every new token
         seq, m = ids, mask
         for _ in range(new_tokens):
-            nxt = vlm(input_ids=seq, attention_mask=m, pixel_values=pixels, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            nxt = (
+                vlm(input_ids=seq, attention_mask=m, pixel_values=pixels, use_cache=False)
+                .logits[:, -1]
+                .argmax(-1, keepdim=True)
+            )
             seq, m = torch.cat([seq, nxt], 1), torch.cat([m, torch.ones_like(nxt)], 1)
         return seq
 
@@ -142,15 +170,23 @@ def main():
     for size in args.sizes.split(","):
         vlm, text_model = build(size, device, torch.float32)
         ids, pixels, plain = batch(vlm, args.batch, args.text_len, device, torch.float32)
-        train = train_speed(vlm, text_model, ids, pixels, plain, args.steps, device, torch.bfloat16 if args.bf16 else None)
+        train = train_speed(
+            vlm, text_model, ids, pixels, plain, args.steps, device, torch.bfloat16 if args.bf16 else None
+        )
         gen_ids, gen_pixels, _ = batch(vlm, args.gen_batch, args.text_len, device, torch.float32)
         gen = generation_speed(vlm, gen_ids, gen_pixels, args.new_tokens, device)
-        report["sizes"][size] = {"seq_len": ids.shape[1], "image_tokens": vlm.config.num_image_tokens, "train": train,
-                                 "generate": gen}
+        report["sizes"][size] = {
+            "seq_len": ids.shape[1],
+            "image_tokens": vlm.config.num_image_tokens,
+            "train": train,
+            "generate": gen,
+        }
         print(
             f"{size:>10}: seq {ids.shape[1]} ({vlm.config.num_image_tokens} image) x batch {args.batch} | "
-            f"train tok/s VLM {train['vlm']['tokens_per_s']:.0f}, GPT-2 alone {train['text_only']['tokens_per_s']:.0f}, "
-            f"VLM/text step {train['vlm_over_text_step_ratio']:.2f}x | generate {args.new_tokens} tokens x {args.gen_batch}: "
+            f"train tok/s VLM {train['vlm']['tokens_per_s']:.0f}, "
+            f"GPT-2 alone {train['text_only']['tokens_per_s']:.0f}, "
+            f"VLM/text step {train['vlm_over_text_step_ratio']:.2f}x | "
+            f"generate {args.new_tokens} tokens x {args.gen_batch}: "
             f"cached {gen['cached_s']:.2f}s, naive {gen['naive_s']:.2f}s, {gen['cached_speedup']:.1f}x, "
             f"identical tokens: {gen['same_tokens']}",
             flush=True,

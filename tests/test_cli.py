@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import CLIPModel, CLIPConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import CLIPConfig, CLIPModel, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from vlm.builder import load_vlm
@@ -18,7 +18,11 @@ from vlm.pipeline import PipelineConfig
 from vlm.presets import TinyPreset, train_tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_TYPES = {"demo.yaml": (PipelineConfig,), "data.yaml": (SynthConfig,), "model.yaml": (InitModelConfig, TinyPreset)}
+CONFIG_TYPES = {
+    "demo.yaml": (PipelineConfig,),
+    "data.yaml": (SynthConfig,),
+    "model.yaml": (InitModelConfig, TinyPreset),
+}
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
@@ -44,15 +48,25 @@ def test_init_model_tiny_preset(tmp_path):
 def _save_real_format_checkpoints(root: Path, full_clip: bool) -> tuple[Path, Path]:
     """Tiny CLIP and GPT-2 checkpoints saved exactly as hub checkpoints are (config + safetensors + processor)."""
     torch.manual_seed(0)
-    vision_kwargs = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         image_size=32, patch_size=8)
+    vision_kwargs = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
     if full_clip:
-        clip = CLIPModel(CLIPConfig(vision_config=vision_kwargs, text_config=dict(hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, vocab_size=99), projection_dim=16))
+        clip = CLIPModel(
+            CLIPConfig(
+                vision_config=vision_kwargs,
+                text_config=dict(
+                    hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99
+                ),
+                projection_dim=16,
+            )
+        )
     else:
         clip = CLIPVisionModel(CLIPVisionModel.config_class(**vision_kwargs))
     clip.save_pretrained(root / "clip")
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        root / "clip"
+    )
     tokenizer = train_tiny_tokenizer(TinyPreset(corpus_scenes=100))
     assert isinstance(tokenizer, PreTrainedTokenizerFast)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=48, n_layer=2, n_head=4, n_positions=128))
@@ -66,8 +80,19 @@ def test_init_model_from_checkpoints_with_the_gpt2_large_config(tmp_path, full_c
     clip_dir, gpt2_dir = _save_real_format_checkpoints(tmp_path, full_clip)
     out = tmp_path / "vlm"
     config = REPO / "configs/gpt2-large-clip-vqav2/model.yaml"
-    argv = ["init-model", "--config", str(config), "--vision", str(clip_dir), "--language_model", str(gpt2_dir),
-            "--projector_num_heads", "4", "--out", str(out)]
+    argv = [
+        "init-model",
+        "--config",
+        str(config),
+        "--vision",
+        str(clip_dir),
+        "--language_model",
+        str(gpt2_dir),
+        "--projector_num_heads",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     model, processor = load_vlm(out)
     vision = CLIPVisionModel.from_pretrained(clip_dir)
@@ -98,11 +123,18 @@ def test_init_model_bad_input(tmp_path, capsys):
 
 def test_data_commands(tmp_path, capsys):
     out = tmp_path / "d"
-    assert main(["data", "synth", "--config", "configs/demo/data.yaml", "--out", str(out), "--train", "4", "--val", "2"]) == 0
+    assert (
+        main(["data", "synth", "--config", "configs/demo/data.yaml", "--out", str(out), "--train", "4", "--val", "2"])
+        == 0
+    )
     assert capsys.readouterr().out.strip() == str(out)
     assert main(["data", "check", "--data", str(out), "--split", "val2014", "--verify-images"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["questions"] > 0 and summary["images"] == 2 and sum(summary["answer_types"].values()) == summary["questions"]
+    assert (
+        summary["questions"] > 0
+        and summary["images"] == 2
+        and sum(summary["answer_types"].values()) == summary["questions"]
+    )
     (out / "v2_mscoco_val2014_annotations.json").write_text("{oops")
     assert main(["data", "check", "--data", str(out), "--split", "val2014"]) == 2
     assert "v2_mscoco_val2014_annotations.json: malformed JSON" in capsys.readouterr().err
@@ -113,8 +145,19 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     data_cfg.write_text("train: 6\nval: 4\nseed: 5\n")
     model_cfg = tmp_path / "model.yaml"
     model_cfg.write_text("preset: tiny\ncorpus_scenes: 200\ntext_layers: 2\n")
-    argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(tmp_path / "run"),
-            "--data_config", str(data_cfg), "--model_config", str(model_cfg), "--examples", "5"]
+    argv = [
+        "pipeline",
+        "--config",
+        "configs/demo.yaml",
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--data_config",
+        str(data_cfg),
+        "--model_config",
+        str(model_cfg),
+        "--examples",
+        "5",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "run/pipeline.json").read_text())

@@ -36,7 +36,9 @@ def test_synthetic_is_deterministic_per_seed(tmp_path):
     assert tree_digest(a) != tree_digest(c)
     # the val split does not depend on the train size
     d = write_synthetic_dataset(SynthConfig(out=str(tmp_path / "d"), train=9, val=3, seed=1))
-    assert (a / "v2_mscoco_val2014_annotations.json").read_bytes() == (d / "v2_mscoco_val2014_annotations.json").read_bytes()
+    assert (a / "v2_mscoco_val2014_annotations.json").read_bytes() == (
+        d / "v2_mscoco_val2014_annotations.json"
+    ).read_bytes()
 
 
 def test_synthetic_refuses_to_overwrite_other_parameters(tmp_path, synthetic_data):
@@ -111,7 +113,9 @@ def test_vqa_rejects_corrupt_image(tmp_path, synthetic_data):
     first = json.loads(questions_file(data, "val2014").read_text())["questions"][0]
     image = data / "val2014" / f"COCO_val2014_{first['image_id']:012d}.jpg"
     image.write_bytes(b"this is not a jpeg")
-    with pytest.raises(DataError, match=rf"{image.name}: corrupt or unreadable image \(question_id {first['question_id']}"):
+    with pytest.raises(
+        DataError, match=rf"{image.name}: corrupt or unreadable image \(question_id {first['question_id']}"
+    ):
         load_vqa(data, "val2014", verify_images=True)
     ds = load_vqa(data, "val2014")  # lazily: the error comes when the image is decoded
     with pytest.raises(DataError, match=rf"{image.name}: corrupt.*question_id 7"):
@@ -124,7 +128,9 @@ def test_vqa_rejects_annotation_for_unknown_question(tmp_path, synthetic_data):
     raw = json.loads(path.read_text())
     raw["annotations"][2]["question_id"] = 123456789
     path.write_text(json.dumps(raw))
-    with pytest.raises(DataError, match=rf"{path.name}: annotations\[2\] \(question_id 123456789\) refers to a question id not in"):
+    with pytest.raises(
+        DataError, match=rf"{path.name}: annotations\[2\] \(question_id 123456789\) refers to a question id not in"
+    ):
         load_vqa(data, "val2014")
 
 

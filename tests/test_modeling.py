@@ -17,7 +17,9 @@ def random_image(seed: int, size: int = 64) -> Image.Image:
 
 def encode(processor, questions, seeds):
     return processor(
-        images=[random_image(s) for s in seeds], text=[vqa_prompt(q) for q in questions], padding=True,
+        images=[random_image(s) for s in seeds],
+        text=[vqa_prompt(q) for q in questions],
+        padding=True,
         return_tensors="pt",
     )
 
@@ -159,8 +161,13 @@ def test_sequence_classifier_reads_last_token_and_sees_image(tiny_checkpoint):
     processor = AutoProcessor.from_pretrained(tiny_checkpoint)
     texts = [vqa_prompt("What color is the square?") + " red", vqa_prompt("Is it?") + " no"]
     with torch.no_grad():
-        batch = model(**processor(images=[random_image(0), random_image(1)], text=texts, padding=True, return_tensors="pt"))
-        alone = [model(**processor(images=[random_image(s)], text=[t], return_tensors="pt")).logits for s, t in zip((0, 1), texts)]
+        batch = model(
+            **processor(images=[random_image(0), random_image(1)], text=texts, padding=True, return_tensors="pt")
+        )
+        alone = [
+            model(**processor(images=[random_image(s)], text=[t], return_tensors="pt")).logits
+            for s, t in zip((0, 1), texts)
+        ]
         other_image = model(**processor(images=[random_image(7)], text=[texts[0]], return_tensors="pt")).logits
     assert batch.logits.shape == (2, 1)
     assert torch.allclose(batch.logits[0], alone[0][0], atol=1e-5)
@@ -184,9 +191,15 @@ def test_freezing_is_configuration(tiny_vlm):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="num_image_tokens"):
-        VLMConfig(vision_config={"image_size": 64, "patch_size": 16, "hidden_size": 32, "num_attention_heads": 4}, num_image_tokens=10)
+        VLMConfig(
+            vision_config={"image_size": 64, "patch_size": 16, "hidden_size": 32, "num_attention_heads": 4},
+            num_image_tokens=10,
+        )
     with pytest.raises(ValueError, match="projector_num_heads"):
-        VLMConfig(vision_config={"image_size": 64, "patch_size": 16, "hidden_size": 30, "num_attention_heads": 3}, projector_num_heads=8)
+        VLMConfig(
+            vision_config={"image_size": 64, "patch_size": 16, "hidden_size": 30, "num_attention_heads": 3},
+            projector_num_heads=8,
+        )
     config = VLMConfig(vision_config={"image_size": 224, "patch_size": 32})
     assert config.num_image_tokens == 50  # ViT-B/32: 49 patches + CLS
 
@@ -208,3 +221,16 @@ def test_backbone_path_used_by_trl_sees_the_image(tiny_checkpoint):
         score_a = model.score(out_a.hidden_states[-1])[:, -1]
         assert torch.allclose(score_a, model(**a).logits, atol=1e-6)
         assert (score_a - model.score(out_b.hidden_states[-1])[:, -1]).abs().item() > 1e-6
+
+
+def test_runs_in_bfloat16(tiny_checkpoint):
+    """Device- and dtype-agnostic: fp32 pixel values and a bf16 model meet in the backbone."""
+    model = VLMForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16).eval()
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint)
+    inputs = encode(processor, ["What color is the cross?"], [0])
+    assert inputs["pixel_values"].dtype == torch.float32
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        out = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 4

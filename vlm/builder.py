@@ -20,7 +20,7 @@ PAD_TOKEN = "<pad>"
 
 
 def load_vision_tower(name_or_path: str) -> CLIPVisionModel:
-    """A CLIP vision tower from a full `CLIPModel` checkpoint (e.g. openai/clip-vit-base-patch32) or a vision-only one."""
+    """A CLIP vision tower from a full `CLIPModel` checkpoint (openai/clip-vit-base-patch32) or a vision-only one."""
     return CLIPVisionModel.from_pretrained(name_or_path)
 
 

@@ -14,7 +14,11 @@ import sys
 COMMANDS = {
     "pipeline": ("vlm.pipeline", "main", "run every stage on the configured setup (the demo: `make demo`)"),
     "init-model": ("vlm.commands.init_model", "main", "build a fresh VLM (tiny preset, or CLIP + GPT-2 checkpoints)"),
-    "data": ("vlm.commands.data", "main", "`data synth`: write synthetic VQA v2 + LLaVA data; `data check`: read a split"),
+    "data": (
+        "vlm.commands.data",
+        "main",
+        "`data synth`: write synthetic VQA v2 + LLaVA data; `data check`: read a split",
+    ),
 }
 
 USAGE = "usage: vlm-rlhf <command> [options]\n\ncommands:\n" + "\n".join(

@@ -43,7 +43,9 @@ def generate_answers(
     answers: list[str] = []
     for start in range(0, len(questions), batch_size):
         prompts = [vqa_prompt(q) for q in questions[start : start + batch_size]]
-        inputs = processor(images=list(images[start : start + batch_size]), text=prompts, padding=True, return_tensors="pt")
+        inputs = processor(
+            images=list(images[start : start + batch_size]), text=prompts, padding=True, return_tensors="pt"
+        )
         inputs = inputs.to(model.device)
         output = model.generate(
             **inputs,

@@ -274,7 +274,10 @@ class VLMForSequenceClassification(VLMPreTrainedModel):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, pooled_logits=pooled, config=self.config)
         return SequenceClassifierOutputWithPast(
-            loss=loss, logits=pooled, cache=outputs.cache, hidden_states=outputs.hidden_states,
+            loss=loss,
+            logits=pooled,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
 

@@ -20,7 +20,8 @@ class InitModelConfig:
         default=None, metadata={"help": "Build a preset in code instead of loading checkpoints.", "choices": ["tiny"]}
     )
     vision: str | None = field(
-        default=None, metadata={"help": "CLIP checkpoint (full CLIPModel or vision-only), e.g. openai/clip-vit-base-patch32."}
+        default=None,
+        metadata={"help": "CLIP checkpoint (full CLIPModel or vision-only), e.g. openai/clip-vit-base-patch32."},
     )
     language_model: str | None = field(default=None, metadata={"help": "Causal LM checkpoint, e.g. gpt2-large."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer (default: the language model's)."})

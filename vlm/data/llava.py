@@ -30,7 +30,9 @@ def _check_conversation(conv, path: Path, where: str, has_image: bool) -> list[d
     if has_image:
         at_edge = first_human.startswith(IMAGE_TOKEN) or first_human.endswith(IMAGE_TOKEN)
         if n_image != 1 or not at_edge:
-            raise DataError(f"{path}: {where} needs exactly one {IMAGE_TOKEN}, at the start or end of the first human turn")
+            raise DataError(
+                f"{path}: {where} needs exactly one {IMAGE_TOKEN}, at the start or end of the first human turn"
+            )
     elif n_image:
         raise DataError(f"{path}: {where} has {IMAGE_TOKEN} in its text but no 'image'")
     return turns

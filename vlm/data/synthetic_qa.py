@@ -134,9 +134,7 @@ def _surface_form(answer: str, rng: random.Random) -> str:
     return answer
 
 
-def human_answers(
-    q: SyntheticQuestion, rng: random.Random, n: int = 10, error_rate: float = 0.1
-) -> list[dict]:
+def human_answers(q: SyntheticQuestion, rng: random.Random, n: int = 10, error_rate: float = 0.1) -> list[dict]:
     """`n` VQA-style human answers (`answer`, `answer_confidence`, `answer_id`) with realistic disagreement."""
     answers = []
     for i in range(n):
