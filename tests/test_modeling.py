@@ -100,8 +100,12 @@ def test_save_load_round_trip_and_auto_classes(tiny_vlm, tmp_path):
     assert torch.equal(inputs["pixel_values"], again["pixel_values"])
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, loaded(**again).logits)
-    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=1)
-    assert isinstance(classifier, VLMForSequenceClassification)
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert isinstance(classifier, VLMForSequenceClassification) and classifier.score.out_features == 1
+    classifier.save_pretrained(tmp_path / "rm")
+    reloaded = VLMForSequenceClassification.from_pretrained(tmp_path / "rm")
+    assert torch.equal(reloaded.score.weight, classifier.score.weight)
+    assert VLMForSequenceClassification.from_pretrained(tmp_path, num_labels=3).score.out_features == 3
     # the backbone is shared with the causal LM checkpoint; only the score head is new
     assert torch.equal(classifier.model.projector.out.weight, model.model.projector.out.weight)
 
@@ -157,7 +161,7 @@ def test_batched_left_padded_generation_equals_one_by_one(tiny_vlm):
 
 def test_sequence_classifier_reads_last_token_and_sees_image(tiny_checkpoint):
     torch.manual_seed(0)
-    model = VLMForSequenceClassification.from_pretrained(tiny_checkpoint, num_labels=1).eval()
+    model = VLMForSequenceClassification.from_pretrained(tiny_checkpoint).eval()  # scalar head by default
     processor = AutoProcessor.from_pretrained(tiny_checkpoint)
     texts = [vqa_prompt("What color is the square?") + " red", vqa_prompt("Is it?") + " no"]
     with torch.no_grad():

@@ -237,6 +237,20 @@ class VLMForSequenceClassification(VLMPreTrainedModel):
         self.post_init()
         self.apply_freezing()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """From a causal-LM checkpoint (the SFT policy) the new head is scalar (`num_labels=1`) unless a number of
+        labels is asked for; a saved classifier keeps its own."""
+        if "num_labels" not in kwargs:
+            config = kwargs.get("config")
+            if not isinstance(config, VLMConfig):  # a path or None: read the checkpoint's
+                config = VLMConfig.from_pretrained(config or pretrained_model_name_or_path)
+            default_labels = config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
+            if cls.__name__ not in (config.architectures or []) and default_labels:
+                config.num_labels = 1
+                kwargs["config"] = config
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
