@@ -238,3 +238,31 @@ def test_runs_in_bfloat16(tiny_checkpoint):
         out = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
     assert out.shape[1] == inputs["input_ids"].shape[1] + 4
+
+
+def test_precomputed_vision_features_equal_pixel_values(tiny_vlm):
+    """Stages cache pre-projector features of the frozen tower; feeding them back must change nothing."""
+    model, processor = tiny_vlm
+    inputs = encode(processor, ["How many circles are there?", "Is there a red cross?"], [0, 1])
+    with torch.no_grad():
+        features = model.get_vision_features(inputs["pixel_values"])
+        assert features.shape == (2, model.config.num_image_tokens, model.config.vision_config.hidden_size)
+        from_pixels = model(**inputs).logits
+        cached = {k: v for k, v in inputs.items() if k != "pixel_values"}
+        from_features = model(**cached, vision_features=features).logits
+    assert torch.equal(from_pixels, from_features)
+    with pytest.raises(ValueError, match="not both"):
+        model(**inputs, vision_features=features)
+
+
+def test_sampled_image_token_in_a_response_is_text(tiny_vlm):
+    """A response that samples `<image>` is re-scored in RL: only the prompt's N tokens per row get the image."""
+    model, processor = tiny_vlm
+    inputs = encode(processor, ["What color is the square?"], [0])
+    extra = torch.tensor([[model.config.image_token_id]])
+    ids = torch.cat([inputs["input_ids"], extra], dim=1)
+    mask = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
+    with torch.no_grad():
+        prompt_only = model(**inputs).logits
+        longer = model(input_ids=ids, attention_mask=mask, pixel_values=inputs["pixel_values"]).logits
+    assert torch.allclose(longer[:, :-1], prompt_only, atol=1e-5)
