@@ -40,6 +40,8 @@ class InitModelConfig:
 
 
 def init_model(cfg: InitModelConfig, preset: TinyPreset | None = None) -> Path:
+    if Path(cfg.out).exists():  # checked before building: loading gpt2-large only to refuse would waste minutes
+        raise FileExistsError(f"{cfg.out} already exists; remove it or choose another --out")
     kwargs = dict(
         freeze_vision=cfg.freeze_vision,
         freeze_projector=cfg.freeze_projector,
