@@ -21,6 +21,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel
 
 from vlm import VLMConfig, VLMForCausalLM
+from vlm.generation import greedy_without_cache
 
 SIZES = {
     # name: (vision config, GPT-2 config)
@@ -129,15 +130,7 @@ def generation_speed(vlm, ids, pixels, new_tokens, device):
         )
 
     def naive():  # re-run vision + the whole sequence for every new token
-        seq, m = ids, mask
-        for _ in range(new_tokens):
-            nxt = (
-                vlm(input_ids=seq, attention_mask=m, pixel_values=pixels, use_cache=False)
-                .logits[:, -1]
-                .argmax(-1, keepdim=True)
-            )
-            seq, m = torch.cat([seq, nxt], 1), torch.cat([m, torch.ones_like(nxt)], 1)
-        return seq
+        return greedy_without_cache(vlm, ids, mask, pixels, new_tokens)
 
     out = {}
     tokens = {}

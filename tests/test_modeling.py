@@ -7,7 +7,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoProcessor
 
 from vlm import VLMConfig, VLMForCausalLM, VLMForSequenceClassification, VLMProcessor
-from vlm.generation import generate_answers, vqa_prompt
+from vlm.generation import generate_answers, greedy_without_cache, vqa_prompt
 
 
 def random_image(seed: int, size: int = 64) -> Image.Image:
@@ -115,22 +115,13 @@ def test_lm_head_tied_to_embeddings(tiny_vlm):
     assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
 
-def _greedy_without_cache(model, inputs, steps):
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    for _ in range(steps):
-        logits = model(input_ids=ids, attention_mask=mask, pixel_values=inputs["pixel_values"], use_cache=False).logits
-        nxt = logits[:, -1].argmax(-1, keepdim=True)
-        ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
-    return ids
-
-
 def test_cached_generate_equals_naive_reforward(tiny_vlm):
     model, processor = tiny_vlm
     inputs = encode(processor, ["What color is the circle?"], [2])
     steps = 12
     with torch.no_grad():
         cached = model.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False)
-        naive = _greedy_without_cache(model, inputs, steps)
+        naive = greedy_without_cache(model, max_new_tokens=steps, **inputs)
     assert torch.equal(cached, naive)
 
 

@@ -59,3 +59,17 @@ def generate_answers(
             text = tokenizer.decode(_cut(ids, tokenizer.eos_token_id, tokenizer.pad_token_id), skip_special_tokens=True)
             answers.append(text.split("\n")[0].strip())
     return answers
+
+
+@torch.no_grad()
+def greedy_without_cache(model, input_ids, attention_mask, pixel_values, max_new_tokens: int) -> torch.Tensor:
+    """Reference greedy decoding that re-runs vision and the whole sequence for every new token (no KV cache).
+
+    Slow on purpose: the yardstick that cached `generate` must match token for token, and is timed against.
+    """
+    ids, mask = input_ids, attention_mask
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixel_values, use_cache=False).logits
+        next_token = logits[:, -1].argmax(-1, keepdim=True)
+        ids, mask = torch.cat([ids, next_token], 1), torch.cat([mask, torch.ones_like(next_token)], 1)
+    return ids

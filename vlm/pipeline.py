@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vlm.builder import is_vlm_checkpoint, load_vlm
 from vlm.commands.init_model import InitModelConfig, init_model
-from vlm.config_parsing import parse_config, resolve_config_path
+from vlm.config_parsing import parse_config
 from vlm.data.images import load_image
 from vlm.data.synthetic import SPLITS, SynthConfig, write_synthetic_dataset
 from vlm.data.vqa import load_vqa
@@ -35,7 +35,7 @@ class PipelineConfig:
 
 
 def _stage_config(types, path: str, out: Path):
-    return parse_config(types, ["--config", resolve_config_path(path), "--out", str(out)])
+    return parse_config(types, ["--config", path, "--out", str(out)])
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import torch
 from tokenizers import ByteLevelBPETokenizer
 from transformers import CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -71,8 +72,6 @@ def train_tiny_tokenizer(preset: TinyPreset) -> PreTrainedTokenizerFast:
 
 def build_tiny_vlm(preset: TinyPreset | None = None, **config_kwargs):
     """Build the tiny VLM and its processor in code: random CLIP vision tower, random GPT-2, local tokenizer."""
-    import torch
-
     preset = preset or TinyPreset()
     torch.manual_seed(preset.seed)
     tokenizer = train_tiny_tokenizer(preset)
