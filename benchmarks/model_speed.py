@@ -18,23 +18,33 @@ import json
 import time
 
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel
+from transformers import CLIPVisionConfig, GPT2Config, GPT2LMHeadModel
 
 from vlm import VLMConfig, VLMForCausalLM
 from vlm.generation import greedy_without_cache
+from vlm.presets import TinyPreset
 
+_TINY = TinyPreset()  # the shipped demo model's shapes, so the benchmark follows the preset
 SIZES = {
     # name: (vision config, GPT-2 config)
     "tiny": (
         dict(
-            hidden_size=128,
-            intermediate_size=512,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            image_size=64,
-            patch_size=16,
+            hidden_size=_TINY.vision_hidden_size,
+            intermediate_size=4 * _TINY.vision_hidden_size,
+            num_hidden_layers=_TINY.vision_layers,
+            num_attention_heads=_TINY.vision_heads,
+            image_size=_TINY.image_size,
+            patch_size=_TINY.patch_size,
         ),
-        dict(n_embd=128, n_layer=4, n_head=4, vocab_size=1024, n_positions=512, bos_token_id=0, eos_token_id=0),
+        dict(
+            n_embd=_TINY.text_hidden_size,
+            n_layer=_TINY.text_layers,
+            n_head=_TINY.text_heads,
+            vocab_size=_TINY.vocab_size,
+            n_positions=_TINY.max_positions,
+            bos_token_id=0,
+            eos_token_id=0,
+        ),
     ),
     "gpt2-small": (  # CLIP ViT-B/32 shape + GPT-2 small shape
         dict(
@@ -53,7 +63,7 @@ IMAGE_TOKEN_ID = 3
 
 def build(size: str, device, dtype):
     vision, text = SIZES[size]
-    vision = CLIPVisionModel(CLIPVisionConfig(**vision)).config.to_dict()
+    vision = CLIPVisionConfig(**vision).to_dict()  # a config is enough: VLMForCausalLM builds the tower
     text_model = GPT2LMHeadModel(GPT2Config(**text))
     vlm = VLMForCausalLM(
         VLMConfig(
