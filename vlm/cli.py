@@ -14,6 +14,8 @@ import sys
 COMMANDS = {
     "pipeline": ("vlm.pipeline", "main", "run every stage on the configured setup (the demo: `make demo`)"),
     "init-model": ("vlm.commands.init_model", "main", "build a fresh VLM (tiny preset, or CLIP + GPT-2 checkpoints)"),
+    "sft": ("sft.train", "main", "stage 1: answer-only VQA SFT on TRL's SFTTrainer"),
+    "eval": ("vlm.commands.evaluate", "main", "VQA accuracy of one or more checkpoints, side by side"),
     "data": (
         "vlm.commands.data",
         "main",

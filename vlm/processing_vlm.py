@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 from transformers import ProcessorMixin
+from transformers.image_utils import make_flat_list_of_images
 
 IMAGE_TOKEN = "<image>"
 
@@ -14,6 +16,11 @@ class VLMProcessor(ProcessorMixin):
     Each `<image>` in the text stands for one image and is expanded to `num_image_tokens` copies through
     transformers' `replace_image_token` hook (as `LlavaProcessor` does), so chat-template assistant masks stay
     aligned after expansion. The base `__call__` refuses a text whose `<image>` count differs from the images given.
+
+    Cached vision features stand in for images: where every image given is a 2-D tensor
+    `[num_image_tokens, D_vision]` (a row of `vlm.feature_bank.FeatureBank`), the image processor is skipped and the
+    output carries `vision_features` instead of `pixel_values`; `<image>` expands exactly as for a picture. So TRL's
+    collator, generation and PPO take cached features through the same call.
 
     Args:
         image_processor: a CLIP image processor.
@@ -40,6 +47,16 @@ class VLMProcessor(ProcessorMixin):
         if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
             raise ValueError(f"The tokenizer has no {image_token!r} token; build the model with vlm.builder")
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
+
+    def _process_images(self, images, **kwargs):
+        flat = make_flat_list_of_images(images)
+        if not all(isinstance(image, torch.Tensor) and image.ndim == 2 for image in flat):
+            return super()._process_images(images, **kwargs)
+        if any(image.shape[0] != self.num_image_tokens for image in flat):
+            shapes = sorted({tuple(image.shape) for image in flat})
+            raise ValueError(f"cached vision features must be [{self.num_image_tokens}, D]; got shapes {shapes}")
+        replacements = [self.replace_image_token({}, image_idx=i) for i in range(len(flat))]
+        return {"vision_features": torch.stack(flat)}, replacements
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         return self.image_token * self.num_image_tokens

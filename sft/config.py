@@ -1,0 +1,71 @@
+"""`VQASFTConfig`: TRL's `SFTConfig` plus what answer-only VQA SFT needs (data, starting checkpoint, freezing,
+LoRA, cached vision features). Parsed from YAML with `--key value` overrides."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+from vlm.precision import bf16_available
+
+LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+ANSWER_MODES = ("multiple_choice", "sample")
+
+
+@dataclass
+class VQASFTConfig(SFTConfig):
+    # SFTConfig defaults changed for VQA rows: the batch transform needs the image reference columns, and a
+    # truncated prompt would cut `<image>` tokens away from their features.
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image columns the rows need."})
+    max_length: int | None = field(default=None, metadata={"help": "Truncate longer sequences (none: never)."})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
+    completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the answer and EOS only."})
+
+    init_from: str | None = field(default=None, metadata={"help": "VLM checkpoint to start from (init-model's)."})
+    data_dir: str | None = field(default=None, metadata={"help": "VQA v2 folder (questions, annotations, images)."})
+    train_split: str = field(default="train2014", metadata={"help": "VQA split trained on."})
+    eval_split: str | None = field(default="val2014", metadata={"help": "Split for the eval loss; none to skip."})
+    image_dir: str | None = field(default=None, metadata={"help": "Image folder (default: <data_dir>/<split>)."})
+    train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
+    eval_limit: int | None = field(default=512, metadata={"help": "Questions in the eval-loss set."})
+    answer: str = field(
+        default="multiple_choice",
+        metadata={
+            "help": "Answer trained on: the VQA multiple_choice_answer, or one of the 10 human answers drawn anew "
+            "each time the question is seen.",
+            "choices": list(ANSWER_MODES),
+        },
+    )
+    freeze_vision: bool | None = field(default=None, metadata={"help": "Override the checkpoint's freeze flag."})
+    freeze_projector: bool | None = field(default=None, metadata={"help": "Override the checkpoint's freeze flag."})
+    freeze_language_model: bool | None = field(
+        default=None, metadata={"help": "Override the checkpoint's freeze flag (true: LLaVA's projector-only step)."}
+    )
+    lora: dict | str | None = field(
+        default=None,
+        metadata={"help": "LoRA on the language model: {r, alpha, dropout, target_modules} (YAML or JSON)."},
+    )
+    cache_vision_features: bool = field(
+        default=False,
+        metadata={"help": "Precompute the frozen tower's features once and train without running it."},
+    )
+    vision_feature_cache: str = field(
+        default="~/.cache/vlm-rlhf/vision_features", metadata={"help": "Where cached vision features live."}
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:  # SFTConfig would turn bf16 on everywhere, which CPU-only machines refuse
+            self.bf16 = bf16_available() and not self.fp16
+        if isinstance(self.lora, str):
+            self.lora = json.loads(self.lora)
+        if self.lora is not None:
+            unknown = set(self.lora) - LORA_KEYS
+            if unknown:
+                raise ValueError(f"unknown lora key(s) {sorted(unknown)}; expected some of {sorted(LORA_KEYS)}")
+        if self.answer not in ANSWER_MODES:
+            raise ValueError(f"answer must be one of {ANSWER_MODES}, got {self.answer!r}")
+        if self.cache_vision_features and self.freeze_vision is False:
+            raise ValueError("cache_vision_features needs a frozen vision tower; drop freeze_vision: false")
+        super().__post_init__()

@@ -1,0 +1,139 @@
+"""`vlm-rlhf sft`: answer-only VQA SFT on TRL's `SFTTrainer` (also `accelerate launch -m sft --config ...`).
+
+TRL's trainer works with our model and processor as they are: prompt-completion rows with `images`, its vision
+collator (left-padded prompts, right-padded completions, labels -100 outside the completion) and its default
+chunked loss, which calls the backbone and so sees the image. This module only prepares rows, freezing, LoRA and
+the optional feature cache, resumes after an interruption, and writes the final model and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from accelerate import PartialState
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTTrainer
+
+from sft.config import VQASFTConfig
+from sft.data import AttachImages, vqa_sft_rows, with_images
+from vlm.adaptation import apply_freeze_overrides, language_model_lora, trainable_parameters
+from vlm.builder import load_vlm
+from vlm.config_parsing import parse_config
+from vlm.data.vqa import load_vqa
+from vlm.feature_bank import build_feature_bank
+from vlm.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+SUMMARY = "summary.json"
+
+
+def is_complete(output_dir: str | Path) -> bool:
+    return (Path(output_dir) / SUMMARY).is_file()
+
+
+def _datasets(cfg: VQASFTConfig, model, processor):
+    eos = processor.tokenizer.eos_token
+    train_vqa = load_vqa(cfg.data_dir, cfg.train_split, cfg.image_dir, cfg.train_limit, require_annotations=True)
+    eval_vqa = None
+    if cfg.eval_split:
+        eval_vqa = load_vqa(cfg.data_dir, cfg.eval_split, None, cfg.eval_limit, require_annotations=True)
+    bank = None
+    if cfg.cache_vision_features:
+        paths = list(train_vqa["image_path"]) + (list(eval_vqa["image_path"]) if eval_vqa is not None else [])
+        with PartialState().main_process_first():  # rank 0 computes, the others then read the cache
+            bank = build_feature_bank(model, processor, paths, Path(cfg.vision_feature_cache).expanduser())
+    attach = AttachImages(eos, bank, sample_answers=cfg.answer == "sample", seed=cfg.seed)
+    train = with_images(vqa_sft_rows(train_vqa, eos), attach)
+    evaluation = with_images(vqa_sft_rows(eval_vqa, eos), attach) if eval_vqa is not None else None
+    return train, evaluation, bank
+
+
+def build_trainer(cfg: VQASFTConfig) -> SFTTrainer:
+    if not cfg.init_from or not cfg.data_dir:
+        raise ValueError("sft needs --init_from CHECKPOINT and --data_dir VQA_FOLDER")
+    set_seed(cfg.seed)
+    model, processor = load_vlm(cfg.init_from)
+    apply_freeze_overrides(model, cfg.freeze_vision, cfg.freeze_projector, cfg.freeze_language_model)
+    train, evaluation, _ = _datasets(cfg, model, processor)
+    peft_config = language_model_lora(cfg.lora, model.config) if cfg.lora is not None else None
+    trainer = SFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=processor,
+        peft_config=peft_config,
+    )
+    trainable, total = trainable_parameters(trainer.model)
+    logger.info("training %.2fM of %.2fM parameters on %d questions", trainable / 1e6, total / 1e6, len(train))
+    return trainer
+
+
+def train(cfg: VQASFTConfig) -> Path:
+    if is_complete(cfg.output_dir):
+        raise FileExistsError(f"{cfg.output_dir} already holds a finished SFT run ({SUMMARY}); choose another one")
+    return run_training(build_trainer(cfg), cfg)
+
+
+def run_training(trainer: SFTTrainer, cfg: VQASFTConfig) -> Path:
+    """Train (from the last checkpoint in `output_dir` if an earlier run was interrupted), then save the final
+    model, its processor and `summary.json` into `output_dir`."""
+    out = Path(cfg.output_dir)
+    started = time.time()
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if last:
+        logger.info("resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+
+    model = trainer.model
+    if cfg.lora is not None:  # later stages load a plain VLM: fold the adapter into the weights
+        model = model.merge_and_unload()
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        model.save_pretrained(out)
+        trainer.processing_class.save_pretrained(out)
+        atomic_write_json(out / SUMMARY, _summary(cfg, trainer, result, last, time.time() - started), indent=2)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def _summary(cfg: VQASFTConfig, trainer: SFTTrainer, result, resumed_from, seconds: float) -> dict:
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+    runtime = result.metrics.get("train_runtime", seconds)
+    tokens = trainer._total_train_tokens  # counted by SFTTrainer per batch (attended tokens, image tokens included)
+    trainable, total = trainable_parameters(trainer.model)
+    return {
+        "init_from": cfg.init_from,
+        "data": {
+            "dir": cfg.data_dir,
+            "train_split": cfg.train_split,
+            "train_questions": len(trainer.train_dataset),
+            "eval_split": cfg.eval_split,
+            "eval_questions": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+            "answer": cfg.answer,
+        },
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0.0, 3),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "final_eval_loss": evals[-1] if evals else None,
+        "train_runtime_s": round(runtime, 1),
+        "tokens": int(tokens),
+        "tokens_per_second": round(tokens / runtime, 1) if runtime else None,
+        "seconds": round(seconds, 1),
+        "resumed_from": resumed_from,
+        "trainable_parameters": trainable,
+        "parameters": total,
+        "lora": cfg.lora,
+        "cache_vision_features": cfg.cache_vision_features,
+        "world_size": trainer.accelerator.num_processes,
+    }
+
+
+def main(argv=None) -> Path:
+    (cfg,) = parse_config((VQASFTConfig,), argv, prog="vlm-rlhf sft")
+    return train(cfg)

@@ -1,0 +1,233 @@
+"""Stage 1: answer-only VQA SFT on TRL's SFTTrainer (labels, cached features, resume, LoRA, freezing, errors)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from sft.config import VQASFTConfig
+from sft.data import AttachImages, vqa_sft_rows, with_images
+from sft.train import build_trainer, run_training, train
+from vlm.builder import load_vlm
+from vlm.cli import main as cli_main
+from vlm.data import load_vqa
+from vlm.feature_bank import build_feature_bank
+
+
+def sft_config(ckpt, data, out, **overrides) -> VQASFTConfig:
+    kwargs = dict(
+        init_from=str(ckpt),
+        data_dir=str(data),
+        output_dir=str(out),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        learning_rate=3e-3,
+        max_steps=6,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        eval_limit=16,
+        report_to="none",
+        seed=0,
+        disable_tqdm=True,
+    )
+    kwargs.update(overrides)
+    return VQASFTConfig(**kwargs)
+
+
+def test_loss_covers_exactly_the_answer_and_eos(tiny_checkpoint, synthetic_data, tmp_path):
+    trainer = build_trainer(sft_config(tiny_checkpoint, synthetic_data, tmp_path / "out"))
+    tokenizer = trainer.processing_class.tokenizer
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    batch = trainer.data_collator(rows)
+    image_id = trainer.model.config.image_token_id
+    for row, ids, mask, labels in zip(rows, batch["input_ids"], batch["attention_mask"], batch["labels"]):
+        completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(row["prompt"].replace("<image>", "<image>" * 17), add_special_tokens=False)["input_ids"]
+        real = ids[mask.bool()].tolist()
+        assert real == prompt + completion  # prompt, then answer + EOS, padding around them
+        start = int(mask.nonzero()[0])
+        expected = torch.full_like(labels, -100)
+        expected[start + len(prompt) : start + len(prompt) + len(completion)] = torch.tensor(completion)
+        assert torch.equal(labels, expected)  # question, image and padding positions never carry loss
+        assert completion[-1] == tokenizer.eos_token_id
+        assert (labels[ids == image_id] == -100).all() and (ids == image_id).sum() == 17
+
+
+def test_cached_features_give_the_same_loss_as_live_vision(tiny_checkpoint, synthetic_data, tmp_path):
+    model, processor = load_vlm(tiny_checkpoint)
+    model.eval()
+    eos = processor.tokenizer.eos_token
+    rows = vqa_sft_rows(load_vqa(synthetic_data, "train2014", limit=12), eos)
+    bank = build_feature_bank(model, processor, list(rows["image_path"]), tmp_path / "cache")
+    live = with_images(rows, AttachImages(eos))
+    cached = with_images(rows, AttachImages(eos, bank))
+    cfg = sft_config(tiny_checkpoint, synthetic_data, tmp_path / "out", cache_vision_features=True)
+    collate = build_trainer(cfg).data_collator
+    live_batch, cached_batch = collate(list(live)), collate(list(cached))
+    assert "pixel_values" in live_batch and "vision_features" in cached_batch
+    assert torch.equal(live_batch["input_ids"], cached_batch["input_ids"])
+    with torch.no_grad():
+        live_loss = model(**live_batch).loss
+        cached_loss = model(**cached_batch).loss
+    assert live_loss.item() == pytest.approx(cached_loss.item(), abs=1e-5)
+
+    again = build_feature_bank(model, processor, list(rows["image_path"]), tmp_path / "cache")  # from disk
+    assert torch.equal(
+        again.features(again.rows(rows["image_path"][:3])), bank.features(bank.rows(rows["image_path"][:3]))
+    )
+
+
+def test_sft_learns_and_writes_its_summary(tiny_checkpoint, synthetic_data, tmp_path):
+    cfg = sft_config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "sft",
+        max_steps=20,
+        eval_strategy="steps",
+        eval_steps=10,
+        cache_vision_features=True,
+        vision_feature_cache=str(tmp_path / "cache"),
+    )
+    out = train(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 20 and summary["tokens"] > 0 and summary["tokens_per_second"] > 0
+    assert summary["final_loss"] < 0.5 * summary["first_loss"]
+    assert summary["data"]["train_questions"] == len(load_vqa(synthetic_data, "train2014"))
+    model, _ = load_vlm(out)  # the final model is a plain VLM checkpoint
+    assert model.config.freeze_vision
+    with pytest.raises(FileExistsError, match="finished SFT run"):
+        train(cfg)
+
+
+class _Interrupt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 4:
+            raise KeyboardInterrupt("simulated kill after the step-3 checkpoint")
+
+
+def _recording(trainer):
+    seen = []
+    collate = trainer.data_collator
+
+    def record(rows):
+        seen.append([r["question_id"] for r in rows])
+        return collate(rows)
+
+    trainer.data_collator = record
+    return seen
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_checkpoint, synthetic_data, tmp_path):
+    common = dict(max_steps=6, save_strategy="steps", save_steps=3)
+    straight = build_trainer(sft_config(tiny_checkpoint, synthetic_data, tmp_path / "a", **common))
+    straight_batches = _recording(straight)
+    run_training(straight, straight.args)
+
+    cfg = sft_config(tiny_checkpoint, synthetic_data, tmp_path / "b", **common)
+    first = build_trainer(cfg)
+    first.add_callback(_Interrupt())
+    first_batches = _recording(first)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(first, cfg)
+    assert (tmp_path / "b" / "checkpoint-3").is_dir() and not (tmp_path / "b" / "summary.json").exists()
+
+    second = build_trainer(cfg)
+    second_batches = _recording(second)
+    out = run_training(second, cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["resumed_from"].endswith("checkpoint-3")
+    assert first_batches[:3] == straight_batches[:3]
+    assert second_batches == straight_batches[3:]  # the resumed run continues the data order, no repeats
+    a, _ = load_vlm(tmp_path / "a")
+    b, _ = load_vlm(out)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5), name
+
+
+def _changed(before, after) -> set[str]:
+    return {name.split(".")[1] for name, p in after.named_parameters() if not torch.equal(p, before[name])}
+
+
+def test_projector_only_step_then_full_step(tiny_checkpoint, synthetic_data, tmp_path):
+    """LLaVA's two-step recipe as two configs: projector alone, then projector + LM (vision frozen in both)."""
+    init, _ = load_vlm(tiny_checkpoint)
+    init_params = {n: p.detach().clone() for n, p in init.named_parameters()}
+    step1 = train(sft_config(tiny_checkpoint, synthetic_data, tmp_path / "s1", freeze_language_model=True))
+    model1, _ = load_vlm(step1)
+    assert _changed(init_params, model1) == {"projector"}
+    assert model1.config.freeze_language_model  # saved with the checkpoint
+
+    step2 = train(sft_config(step1, synthetic_data, tmp_path / "s2", freeze_language_model=False))
+    model2, _ = load_vlm(step2)
+    assert _changed({n: p.detach() for n, p in model1.named_parameters()}, model2) == {"projector", "language_model"}
+
+
+def test_lora_trains_adapters_and_saves_a_merged_model(tiny_checkpoint, synthetic_data, tmp_path):
+    cfg = sft_config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "lora",
+        max_steps=8,
+        learning_rate=1e-2,
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]},
+    )
+    trainer = build_trainer(cfg)
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "projector" in n for n in trainable)
+    assert not any("vision_tower" in n for n in trainable)
+    assert any("language_model" in n and "c_attn.lora_A" in n for n in trainable)
+    out = run_training(trainer, cfg)
+    merged, _ = load_vlm(out)
+    init, _ = load_vlm(tiny_checkpoint)
+    names = dict(init.named_parameters())
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    changed = _changed({n: p.detach() for n, p in names.items()}, merged)
+    assert changed == {"projector", "language_model"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trainable_parameters"] < summary["parameters"] / 2
+
+
+def test_bad_configs_get_clear_errors(tiny_checkpoint, synthetic_data, tmp_path):
+    with pytest.raises(ValueError, match="unknown lora key"):
+        sft_config(tiny_checkpoint, synthetic_data, tmp_path, lora={"rank": 4})
+    with pytest.raises(ValueError, match="frozen vision tower"):
+        sft_config(tiny_checkpoint, synthetic_data, tmp_path, cache_vision_features=True, freeze_vision=False)
+    with pytest.raises(ValueError, match="not a vlm-rlhf checkpoint"):
+        build_trainer(sft_config(tmp_path, synthetic_data, tmp_path / "o"))
+
+
+def test_sft_command_line(tiny_checkpoint, synthetic_data, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = [
+        "sft",
+        "--config",
+        "configs/demo/sft.yaml",
+        "--init_from",
+        str(tiny_checkpoint),
+        "--data_dir",
+        str(synthetic_data),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "3",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--per_device_train_batch_size",
+        "4",
+        "--vision_feature_cache",
+        str(tmp_path / "cache"),
+        "--disable_tqdm",
+        "true",
+    ]
+    assert cli_main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
+    assert list(out.glob("runs/*/events.out.tfevents.*"))  # TensorBoard logs
+    assert cli_main(argv[:5] + ["--data_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "vlm-rlhf sft: error:" in err and "nowhere" in err
