@@ -34,6 +34,10 @@ def _report(command: str, result) -> None:
 
         print(format_examples(result["examples"]))
         print(f"\nmean VQA accuracy of the initial model: {result['mean_vqa_accuracy']:.3f} ({result['seconds']} s)")
+    elif command == "eval":
+        from vlm.commands.evaluate import format_results
+
+        print(format_results(result))
     elif result is not None:
         print(result)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -15,38 +16,46 @@ def vqa_prompt(question: str) -> str:
     return f"Q: {IMAGE_TOKEN} {question.strip()} A:"
 
 
-def _cut(token_ids: list[int], eos_id: int | None, pad_id: int | None) -> list[int]:
-    out = []
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    finished: bool  # ended by EOS or a newline; False: cut at max_new_tokens (an over-long answer)
+
+
+def _decode(token_ids: list[int], tokenizer) -> Answer:
+    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    kept = []
     for t in token_ids:
-        if t == eos_id or t == pad_id:
+        if t in stops:
             break
-        out.append(t)
-    return out
+        kept.append(t)
+    text = tokenizer.decode(kept, skip_special_tokens=True)
+    finished = len(kept) < len(token_ids) or "\n" in text
+    return Answer(text.split("\n")[0].strip(), finished)
 
 
 @torch.no_grad()
-def generate_answers(
+def answer_questions(
     model,
     processor,
-    images: Sequence[Image.Image],
+    images: Sequence[Image.Image | torch.Tensor],
     questions: Sequence[str],
     max_new_tokens: int = 16,
     batch_size: int = 32,
     **generate_kwargs,
-) -> list[str]:
-    """One answer per (image, question); greedy unless `generate_kwargs` say otherwise."""
+) -> list[Answer]:
+    """One answer per (image, question): batched, left-padded, KV-cached `generate`; greedy unless
+    `generate_kwargs` say otherwise. An image may also be its cached vision features (see `VLMProcessor`)."""
     if len(images) != len(questions):
         raise ValueError(f"got {len(images)} images for {len(questions)} questions")
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
     generate_kwargs.setdefault("do_sample", False)
-    answers: list[str] = []
+    answers: list[Answer] = []
     for start in range(0, len(questions), batch_size):
         prompts = [vqa_prompt(q) for q in questions[start : start + batch_size]]
-        inputs = processor(
-            images=list(images[start : start + batch_size]), text=prompts, padding=True, return_tensors="pt"
-        )
-        inputs = inputs.to(model.device)
+        batch_images = [[image] for image in images[start : start + batch_size]]
+        inputs = processor(images=batch_images, text=prompts, padding=True, return_tensors="pt").to(model.device)
         output = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
@@ -54,11 +63,13 @@ def generate_answers(
             eos_token_id=tokenizer.eos_token_id,
             **generate_kwargs,
         )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        for ids in new_tokens:
-            text = tokenizer.decode(_cut(ids, tokenizer.eos_token_id, tokenizer.pad_token_id), skip_special_tokens=True)
-            answers.append(text.split("\n")[0].strip())
+        answers += [_decode(ids, tokenizer) for ids in output[:, inputs["input_ids"].shape[1] :].tolist()]
     return answers
+
+
+def generate_answers(model, processor, images, questions, max_new_tokens: int = 16, batch_size: int = 32, **kw):
+    """`answer_questions`, texts only."""
+    return [a.text for a in answer_questions(model, processor, images, questions, max_new_tokens, batch_size, **kw)]
 
 
 @torch.no_grad()

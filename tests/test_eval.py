@@ -1,0 +1,114 @@
+"""`vlm-rlhf eval`: official-format predictions, metrics equal to vlm.metrics by hand, side-by-side report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+
+import pytest
+
+from vlm.cli import main as cli_main
+from vlm.commands.evaluate import _merge_repeated
+from vlm.data import load_vqa
+from vlm.generation import _decode
+from vlm.metrics import vqa_accuracy
+
+
+def test_eval_two_checkpoints_matches_the_metric_by_hand(tiny_checkpoint, synthetic_data, tmp_path, capsys):
+    other = shutil.copytree(tiny_checkpoint, tmp_path / "runs" / "tiny")  # same weights under another name
+    out = tmp_path / "eval"
+    argv = [
+        "eval",
+        "--model",
+        str(tiny_checkpoint),
+        "--model",
+        str(other),
+        "--data",
+        str(synthetic_data),
+        "--limit",
+        "30",
+        "--out",
+        str(out),
+        "--max_new_tokens",
+        "3",
+        "--batch_size",
+        "8",
+    ]
+    assert cli_main(argv) == 0
+    report = json.loads((out / "eval.json").read_text())
+    first, second = report["results"]
+    assert first["name"] != second["name"]
+    assert first["metrics"] == second["metrics"]  # greedy decoding of identical weights
+
+    questions = load_vqa(synthetic_data, "val2014", limit=30)
+    predictions = json.loads((out / first["name"] / "predictions.json").read_text())
+    assert [set(p) for p in predictions] == [{"question_id", "answer"}] * 30  # the official results format
+    by_id = {p["question_id"]: p["answer"] for p in predictions}
+    per_type = defaultdict(list)
+    for row in questions:
+        per_type[row["answer_type"]].append(vqa_accuracy(by_id[row["question_id"]], row["answers"]))
+    metrics = first["metrics"]
+    everything = [a for values in per_type.values() for a in values]
+    assert metrics["accuracy"] == pytest.approx(sum(everything) / len(everything))
+    for answer_type, values in per_type.items():
+        assert metrics["accuracy_by_answer_type"][answer_type] == pytest.approx(sum(values) / len(values))
+    assert metrics["empty_answers"] == sum(1 for a in by_id.values() if not a.strip())
+
+    report_md = (out / "report.md").read_text()
+    assert first["name"] in report_md and second["name"] in report_md and "how many" in report_md
+    assert (out / "accuracy_by_answer_type.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "VQA accuracy" in capsys.readouterr().out
+
+
+def test_eval_without_annotations_writes_predictions_only(tiny_checkpoint, synthetic_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    (data / "v2_mscoco_val2014_annotations.json").unlink()
+    out = tmp_path / "eval"
+    assert (
+        cli_main(["eval", "--model", str(tiny_checkpoint), "--data", str(data), "--limit", "5", "--out", str(out)]) == 0
+    )
+    result = json.loads((out / "eval.json").read_text())["results"][0]
+    assert result["metrics"] is None
+    assert len(json.loads((out / result["name"] / "predictions.json").read_text())) == 5
+    assert "predictions only" in (out / "report.md").read_text()
+
+
+def test_eval_refuses_a_folder_that_is_not_a_vlm(tiny_checkpoint, synthetic_data, tmp_path, capsys):
+    not_a_model = tmp_path / "notes"
+    not_a_model.mkdir()
+    argv = [
+        "eval",
+        "--model",
+        str(tiny_checkpoint),
+        str(not_a_model),
+        "--data",
+        str(synthetic_data),
+        "--out",
+        str(tmp_path / "eval"),
+    ]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{not_a_model} is not a vlm-rlhf checkpoint" in err
+    assert not (tmp_path / "eval").exists()  # refused before evaluating anything
+
+
+def test_answers_are_cut_at_eos_or_newline_and_overlong_ones_counted(tiny_vlm):
+    _, processor = tiny_vlm
+    tok = processor.tokenizer
+    red, eos, newline = tok.encode(" red"), tok.eos_token_id, tok.encode("\n")
+    assert _decode(red + [eos] + red, tok).text == "red" and _decode(red + [eos], tok).finished
+    assert _decode(red + newline + red, tok).text == "red" and _decode(red + newline, tok).finished
+    assert not _decode(red + red, tok).finished  # hit max_new_tokens: an over-long answer
+
+
+def test_repeated_model_flags_are_merged():
+    assert _merge_repeated(["--model", "a", "--data", "d", "--model", "b", "c"], "--model") == [
+        "--data",
+        "d",
+        "--model",
+        "a",
+        "b",
+        "c",
+    ]

@@ -1,0 +1,124 @@
+"""`vlm-rlhf eval --model CKPT [--model CKPT2 ...] --data DIR --split val2014 [--limit N]`.
+
+Per checkpoint `<out>/<name>/predictions.json` in the official VQA results format (`[{"question_id", "answer"}]`);
+for all of them `eval.json` (settings + metrics), `report.md` (side by side) and `accuracy_by_answer_type.png`.
+A split without annotations gets predictions only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from vlm.builder import is_vlm_checkpoint, load_vlm
+from vlm.config_parsing import parse_config
+from vlm.data.vqa import load_vqa
+from vlm.evaluation import GenerationSettings, predict, score_predictions
+from vlm.io import atomic_write_json
+from vlm.report import write_report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig(GenerationSettings):
+    model: list[str] = field(default_factory=list, metadata={"help": "Checkpoint(s) to evaluate (repeatable)."})
+    data: str | None = field(default=None, metadata={"help": "VQA v2 folder (questions, annotations, images)."})
+    split: str = field(default="val2014", metadata={"help": "VQA split, e.g. val2014."})
+    image_dir: str | None = field(default=None, metadata={"help": "Image folder (default: <data>/<split>)."})
+    limit: int | None = field(default=None, metadata={"help": "Evaluate the first N questions only."})
+    out: str = field(default="runs/eval", metadata={"help": "Where predictions and the report are written."})
+    name: list[str] = field(default_factory=list, metadata={"help": "Report names, one per --model."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampled decoding."})
+
+
+def _names(models: list[str]) -> list[str]:
+    """Short, distinct names: the folder name, or more of the path where two folders share a name."""
+    paths = [Path(m).resolve() for m in models]
+    depth = 1
+    while depth < 8:
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+        depth += 1
+    return [f"{i}:{n}" for i, n in enumerate(names)]
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    if not cfg.model or not cfg.data:
+        raise ValueError("eval needs --model CHECKPOINT (one or more) and --data VQA_FOLDER")
+    for m in cfg.model:  # all checked before any model is loaded
+        if not is_vlm_checkpoint(m):
+            raise ValueError(f"{m} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
+    if cfg.name and len(cfg.name) != len(cfg.model):
+        raise ValueError(f"got {len(cfg.name)} --name for {len(cfg.model)} --model")
+    names = cfg.name or _names(cfg.model)
+    questions = load_vqa(cfg.data, cfg.split, cfg.image_dir, cfg.limit)
+    annotated = "answers" in questions.column_names
+    if not annotated:
+        logger.warning("%s has no annotations for %s: writing predictions only", cfg.data, cfg.split)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
+    out = Path(cfg.out)
+    results = []
+    for name, path in zip(names, cfg.model):
+        started = time.time()
+        torch.manual_seed(cfg.seed)
+        model, processor = load_vlm(path, dtype=dtype)
+        model.to(device).eval()
+        predictions = predict(model, processor, questions, cfg, desc=f"eval {name}")
+        official = [{"question_id": p["question_id"], "answer": p["answer"]} for p in predictions]
+        atomic_write_json(out / name / "predictions.json", official)
+        metrics = score_predictions(predictions, questions) if annotated else None
+        results.append(
+            {"name": name, "model": str(path), "metrics": metrics, "seconds": round(time.time() - started, 1)}
+        )
+        if metrics:
+            logger.info("%s: VQA accuracy %.3f on %d questions", name, metrics["accuracy"], metrics["questions"])
+        del model
+
+    settings = {k: v for k, v in asdict(cfg).items() if k in GenerationSettings.__dataclass_fields__}
+    report = {"data": cfg.data, "split": cfg.split, "limit": cfg.limit, "generation": settings, "results": results}
+    atomic_write_json(out / "eval.json", report, indent=2)
+    write_report(results, out, title=f"VQA evaluation: {cfg.split} ({len(questions)} questions)")
+    return report
+
+
+def _merge_repeated(argv: list[str], flag: str) -> list[str]:
+    """`--model A --model B` and `--model A B` both mean two models."""
+    values, rest, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == flag:
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+        else:
+            rest.append(argv[i])
+            i += 1
+    return rest + ([flag, *values] if values else [])
+
+
+def format_results(report: dict) -> str:
+    lines = []
+    for r in report["results"]:
+        m = r["metrics"]
+        if m is None:
+            lines.append(f"{r['name']}: predictions only ({r['model']})")
+            continue
+        types = ", ".join(f"{t} {100 * a:.1f}" for t, a in m["accuracy_by_answer_type"].items())
+        lines.append(f"{r['name']}: VQA accuracy {100 * m['accuracy']:.1f}% ({types}) on {m['questions']} questions")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    argv = _merge_repeated(_merge_repeated(list(argv or []), "--model"), "--name")
+    (cfg,) = parse_config((EvalConfig,), argv, prog="vlm-rlhf eval")
+    report = evaluate(cfg)
+    logger.info("wrote %s", Path(cfg.out) / "report.md")
+    return report

@@ -1,0 +1,88 @@
+"""The side-by-side evaluation report: a Markdown table per metric and a bar chart of accuracy per answer type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlm.io import atomic_write_bytes, atomic_write_text
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def markdown_report(results: list[dict], title: str) -> str:
+    """`results`: one `{"name", "model", "metrics"}` per checkpoint (`metrics` None without annotations)."""
+    names = [r["name"] for r in results]
+    scored = [r for r in results if r["metrics"] is not None]
+    parts = [f"# {title}", "", "Checkpoints: " + ", ".join(f"`{r['name']}` = `{r['model']}`" for r in results), ""]
+    if not scored:
+        parts.append("No annotations for this split: predictions only (see each checkpoint's predictions.json).")
+        return "\n".join(parts) + "\n"
+
+    def row(label, get):
+        return [label] + [_pct(get(r["metrics"])) if r["metrics"] else "–" for r in results]
+
+    answer_types = sorted({t for r in scored for t in r["metrics"]["accuracy_by_answer_type"]})
+    question_types = sorted({t for r in scored for t in r["metrics"]["accuracy_by_question_type"]})
+    summary = [row("**overall**", lambda m: m["accuracy"])]
+    summary += [row(t, lambda m, t=t: m["accuracy_by_answer_type"].get(t)) for t in answer_types]
+    parts += ["## VQA accuracy (%), official metric", "", _table(["answer type"] + names, summary), ""]
+    per_question = [row(t, lambda m, t=t: m["accuracy_by_question_type"].get(t)) for t in question_types]
+    parts += ["## VQA accuracy (%) per question type", "", _table(["question type"] + names, per_question), ""]
+    shape = [
+        ["questions"] + [str(r["metrics"]["questions"]) if r["metrics"] else "–" for r in results],
+        ["empty answers"] + [str(r["metrics"]["empty_answers"]) if r["metrics"] else "–" for r in results],
+        ["over-long answers"] + [str(r["metrics"]["overlong_answers"]) if r["metrics"] else "–" for r in results],
+        ["mean answer length (words)"]
+        + [f"{r['metrics']['mean_answer_words']:.2f}" if r["metrics"] else "–" for r in results],
+    ]
+    parts += [
+        "## Answers",
+        "",
+        _table([""] + names, shape),
+        "",
+        "![accuracy per answer type](accuracy_by_answer_type.png)",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def accuracy_chart(results: list[dict], path: str | Path) -> Path | None:
+    """Grouped bars: accuracy per answer type (and overall), one colour per checkpoint."""
+    scored = [r for r in results if r["metrics"] is not None]
+    if not scored:
+        return None
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    groups = ["overall"] + sorted({t for r in scored for t in r["metrics"]["accuracy_by_answer_type"]})
+    width = 0.8 / len(scored)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups), 3.6))
+    for i, r in enumerate(scored):
+        m = r["metrics"]
+        values = [100 * (m["accuracy"] if g == "overall" else m["accuracy_by_answer_type"].get(g, 0.0)) for g in groups]
+        ax.bar([k + i * width for k in range(len(groups))], values, width, label=r["name"])
+    ax.set_xticks([k + width * (len(scored) - 1) / 2 for k in range(len(groups))], groups)
+    ax.set_ylabel("VQA accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_report(results: list[dict], out_dir: str | Path, title: str = "VQA evaluation") -> Path:
+    out_dir = Path(out_dir)
+    accuracy_chart(results, out_dir / "accuracy_by_answer_type.png")
+    return atomic_write_text(out_dir / "report.md", markdown_report(results, title))
