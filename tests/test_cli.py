@@ -9,6 +9,7 @@ import yaml
 from transformers import CLIPConfig, CLIPModel, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from sft.config import VQASFTConfig
 from vlm.builder import load_vlm
 from vlm.cli import main
 from vlm.commands.init_model import InitModelConfig
@@ -22,10 +23,15 @@ CONFIG_TYPES = {
     "demo.yaml": (PipelineConfig,),
     "data.yaml": (SynthConfig,),
     "model.yaml": (InitModelConfig, TinyPreset),
+    "sft.yaml": (VQASFTConfig,),
+    "sft-projector.yaml": (VQASFTConfig,),
 }
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+STAGE_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "accelerate")
+
+
+@pytest.mark.parametrize("path", STAGE_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_yaml_parses(path):
     types = CONFIG_TYPES[path.name]
     parsed = parse_config(types, ["--config", str(path)])
@@ -33,6 +39,13 @@ def test_every_shipped_yaml_parses(path):
     keys = set(yaml.safe_load(path.read_text()))
     known = {f for t in types for f in t.__dataclass_fields__}
     assert keys <= known
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    assert ClusterConfig.from_yaml_file(path).num_processes >= 1
 
 
 def test_init_model_tiny_preset(tmp_path):
@@ -142,33 +155,31 @@ def test_data_commands(tmp_path, capsys):
 
 def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     data_cfg = tmp_path / "data.yaml"
-    data_cfg.write_text("train: 6\nval: 4\nseed: 5\n")
+    data_cfg.write_text("train: 40\nval: 6\nseed: 5\n")
     model_cfg = tmp_path / "model.yaml"
     model_cfg.write_text("preset: tiny\ncorpus_scenes: 200\ntext_layers: 2\n")
-    argv = [
-        "pipeline",
-        "--config",
-        "configs/demo.yaml",
-        "--output_dir",
-        str(tmp_path / "run"),
-        "--data_config",
-        str(data_cfg),
-        "--model_config",
-        str(model_cfg),
-        "--examples",
-        "5",
-    ]
+    sft_cfg = tmp_path / "sft.yaml"
+    sft_cfg.write_text(
+        "cache_vision_features: true\nper_device_train_batch_size: 16\nlearning_rate: 3.0e-3\nmax_steps: 30\n"
+        "eval_strategy: 'no'\nsave_strategy: 'no'\nlogging_steps: 5\nreport_to: none\ndisable_tqdm: true\n"
+    )
+    argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(tmp_path / "run")]
+    argv += ["--data_config", str(data_cfg), "--model_config", str(model_cfg), "--sft_config", str(sft_cfg)]
+    argv += ["--examples", "5"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "run/pipeline.json").read_text())
+    assert summary["sft"]["steps"] == 30 and summary["sft"]["final_loss"] < summary["sft"]["first_loss"]
+    assert summary["eval"]["sft"]["accuracy"] > summary["eval"]["init"]["accuracy"] + 0.2
     assert len(summary["examples"]) == 5
     for row in summary["examples"]:
-        assert 0.0 <= row["vqa_accuracy"] <= 1.0 and row["question"] in printed
-    weights = tmp_path / "run/models/init/model.safetensors"
-    stamp = weights.stat().st_mtime_ns
-    assert main(argv) == 0  # resumes: data and model are reused, not rebuilt
-    assert weights.stat().st_mtime_ns == stamp
-    assert json.loads((tmp_path / "run/pipeline.json").read_text())["examples"] == summary["examples"]
+        assert 0.0 <= row["sft_vqa_accuracy"] <= 1.0 and row["question"] in printed
+    assert (tmp_path / "run/eval/report.md").is_file() and "VQA accuracy" in printed
+    weights = [tmp_path / f"run/models/{m}/model.safetensors" for m in ("init", "sft")]
+    stamps = [w.stat().st_mtime_ns for w in weights]
+    assert main(argv) == 0  # resumes: data, models and evaluation are reused, not rebuilt
+    assert [w.stat().st_mtime_ns for w in weights] == stamps
+    assert json.loads((tmp_path / "run/pipeline.json").read_text())["eval"] == summary["eval"]
 
 
 def test_unknown_command(capsys):

@@ -30,10 +30,9 @@ USAGE = "usage: vlm-rlhf <command> [options]\n\ncommands:\n" + "\n".join(
 
 def _report(command: str, result) -> None:
     if command == "pipeline":
-        from vlm.pipeline import format_examples
+        from vlm.pipeline import format_summary
 
-        print(format_examples(result["examples"]))
-        print(f"\nmean VQA accuracy of the initial model: {result['mean_vqa_accuracy']:.3f} ({result['seconds']} s)")
+        print(format_summary(result))
     elif command == "eval":
         from vlm.commands.evaluate import format_results
 

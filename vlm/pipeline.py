@@ -1,23 +1,24 @@
 """`vlm-rlhf pipeline`: run every stage that exists, in order, each handing over through files.
 
-Today: synthesise the data, build the initial model, and show a few of its answers with their VQA accuracy.
-Each step is skipped when its output is already complete, so an interrupted pipeline resumes where it stopped.
+Today: synthesise the data, build the initial model, SFT it on the train split, and evaluate the initial and the
+SFT model side by side on the val split. Each step is skipped when its output is already complete, so an
+interrupted pipeline resumes where it stopped (an interrupted SFT run resumes from its last checkpoint).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.builder import is_vlm_checkpoint, load_vlm
+from vlm.builder import is_vlm_checkpoint
+from vlm.commands.evaluate import EvalConfig, evaluate
 from vlm.commands.init_model import InitModelConfig, init_model
 from vlm.config_parsing import parse_config
-from vlm.data.images import load_image
 from vlm.data.synthetic import SPLITS, SynthConfig, write_synthetic_dataset
 from vlm.data.vqa import load_vqa
-from vlm.generation import generate_answers
 from vlm.io import atomic_write_json
 from vlm.metrics import vqa_accuracy
 from vlm.presets import TinyPreset
@@ -30,61 +31,128 @@ class PipelineConfig:
     output_dir: str = field(default="runs/demo", metadata={"help": "Every stage writes under this folder."})
     data_config: str = field(default="configs/demo/data.yaml", metadata={"help": "`data synth` config."})
     model_config: str = field(default="configs/demo/model.yaml", metadata={"help": "`init-model` config."})
-    examples: int = field(default=8, metadata={"help": "Validation questions answered by the initial model."})
-    max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit for the examples."})
+    sft_config: str = field(default="configs/demo/sft.yaml", metadata={"help": "`sft` config (stage 1)."})
+    eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N val questions only."})
+    examples: int = field(default=8, metadata={"help": "Validation answers shown per model."})
+    max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit in evaluation."})
 
 
 def _stage_config(types, path: str, out: Path):
     return parse_config(types, ["--config", path, "--out", str(out)])
 
 
+def _evaluation(cfg: PipelineConfig, models: dict[str, Path], data_dir: Path, out: Path) -> dict:
+    """Evaluate the checkpoints side by side, reusing a finished report of the same checkpoints."""
+    done = out / "eval.json"
+    if done.is_file():
+        report = json.loads(done.read_text())
+        if [r["model"] for r in report["results"]] == [str(p) for p in models.values()] and report["limit"] == (
+            cfg.eval_limit
+        ):
+            return report
+    return evaluate(
+        EvalConfig(
+            model=[str(p) for p in models.values()],
+            name=list(models),
+            data=str(data_dir),
+            split=SPLITS["val"],
+            limit=cfg.eval_limit,
+            out=str(out),
+            max_new_tokens=cfg.max_new_tokens,
+        )
+    )
+
+
+def _examples(report: dict, data_dir: Path, out: Path, n: int) -> list[dict]:
+    questions = load_vqa(data_dir, SPLITS["val"], limit=n)
+    answers = {
+        r["name"]: {
+            p["question_id"]: p["answer"] for p in json.loads((out / r["name"] / "predictions.json").read_text())
+        }
+        for r in report["results"]
+    }
+    rows = []
+    for q in questions:
+        row = {"question_id": q["question_id"], "question": q["question"], "human_answer": q["multiple_choice_answer"]}
+        for name, by_id in answers.items():
+            row[name] = by_id[q["question_id"]]
+            row[f"{name}_vqa_accuracy"] = round(vqa_accuracy(by_id[q["question_id"]], q["answers"]), 3)
+        rows.append(row)
+    return rows
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict:
+    from sft.train import SUMMARY, is_complete
+    from sft.train import main as sft_main
+
     root = Path(cfg.output_dir)
     started = time.time()
 
     (synth,) = _stage_config((SynthConfig,), cfg.data_config, root / "data")
     data_dir = write_synthetic_dataset(synth)
 
-    model_dir = root / "models" / "init"
-    if not is_vlm_checkpoint(model_dir):
-        model_cfg, preset = _stage_config((InitModelConfig, TinyPreset), cfg.model_config, model_dir)
+    init_dir = root / "models" / "init"
+    if not is_vlm_checkpoint(init_dir):
+        model_cfg, preset = _stage_config((InitModelConfig, TinyPreset), cfg.model_config, init_dir)
         init_model(model_cfg, preset)
 
-    model, processor = load_vlm(model_dir)
-    model.eval()
-    val = load_vqa(data_dir, SPLITS["val"], limit=cfg.examples)
-    images = [load_image(p, f"question_id {q}") for p, q in zip(val["image_path"], val["question_id"])]
-    answers = generate_answers(model, processor, images, val["question"], max_new_tokens=cfg.max_new_tokens)
-    rows = [
-        {
-            "question_id": r["question_id"],
-            "question": r["question"],
-            "human_answer": r["multiple_choice_answer"],
-            "model_answer": a,
-            "vqa_accuracy": round(vqa_accuracy(a, r["answers"]), 3),
-        }
-        for r, a in zip(val, answers)
-    ]
+    sft_dir = root / "models" / "sft"
+    if not is_complete(sft_dir):
+        sft_main(
+            ["--config", cfg.sft_config, "--init_from", str(init_dir), "--data_dir", str(data_dir)]
+            + ["--output_dir", str(sft_dir), "--vision_feature_cache", str(root / "cache" / "vision_features")]
+        )
+    sft_summary = json.loads((sft_dir / SUMMARY).read_text())
+
+    eval_dir = root / "eval"
+    report = _evaluation(cfg, {"init": init_dir, "sft": sft_dir}, data_dir, eval_dir)
     summary = {
         "data": str(data_dir),
-        "model": str(model_dir),
-        "examples": rows,
-        "mean_vqa_accuracy": sum(r["vqa_accuracy"] for r in rows) / max(1, len(rows)),
+        "models": {"init": str(init_dir), "sft": str(sft_dir)},
+        "sft": {
+            k: sft_summary[k] for k in ("steps", "first_loss", "final_loss", "train_runtime_s", "tokens_per_second")
+        },
+        "eval": {r["name"]: r["metrics"] for r in report["results"]},
+        "report": str(eval_dir / "report.md"),
+        "examples": _examples(report, data_dir, eval_dir, cfg.examples),
         "seconds": round(time.time() - started, 1),
     }
     atomic_write_json(root / "pipeline.json", summary, indent=2)
     return summary
 
 
-def format_examples(rows: list[dict]) -> str:
-    header = ("question", "human answer", "model answer", "VQA acc")
-    table = [header] + [
-        (r["question"], r["human_answer"], repr(r["model_answer"]), f"{r['vqa_accuracy']:.2f}") for r in rows
-    ]
+def _table(header: tuple, rows: list[tuple]) -> str:
+    table = [header] + rows
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in table]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_summary(summary: dict) -> str:
+    names = list(summary["eval"])
+    metrics = summary["eval"]
+    types = sorted({t for m in metrics.values() for t in m["accuracy_by_question_type"]})
+    rows = [("overall",) + tuple(f"{100 * metrics[n]['accuracy']:.1f}" for n in names)]
+    rows += [(t,) + tuple(f"{100 * metrics[n]['accuracy_by_question_type'][t]:.1f}" for n in names) for t in types]
+    examples = [
+        (r["question"], r["human_answer"]) + tuple(f"{r[n]!r} ({r[f'{n}_vqa_accuracy']:.2f})" for n in names)
+        for r in summary["examples"]
+    ]
+    sft = summary["sft"]
+    return "\n".join(
+        [
+            f"SFT: {sft['steps']} steps, loss {sft['first_loss']:.3f} -> {sft['final_loss']:.3f}, "
+            f"{sft['train_runtime_s']:.0f} s ({sft['tokens_per_second']:.0f} tokens/s)",
+            "",
+            "VQA accuracy (%) on the val split, official metric:",
+            _table(("question type",) + tuple(names), rows),
+            "",
+            _table(("question", "human answer") + tuple(names), examples),
+            "",
+            f"report: {summary['report']}  ({summary['seconds']} s in all)",
+        ]
+    )
 
 
 def main(argv=None) -> dict:
