@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from vlm.precision import bf16_available
+from vlm.precision import apply_device_defaults
 
 LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 ANSWER_MODES = ("multiple_choice", "sample")
@@ -56,8 +56,7 @@ class VQASFTConfig(SFTConfig):
     )
 
     def __post_init__(self):
-        if self.bf16 is None:  # SFTConfig would turn bf16 on everywhere, which CPU-only machines refuse
-            self.bf16 = bf16_available() and not self.fp16
+        apply_device_defaults(self)  # SFTConfig would turn bf16 on everywhere, which CPU-only machines refuse
         if isinstance(self.lora, str):
             self.lora = json.loads(self.lora)
         if self.lora is not None:

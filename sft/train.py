@@ -12,7 +12,6 @@ import logging
 import time
 from pathlib import Path
 
-from accelerate import PartialState
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
@@ -43,7 +42,7 @@ def _datasets(cfg: VQASFTConfig, model, processor):
     bank = None
     if cfg.cache_vision_features:
         paths = list(train_vqa["image_path"]) + (list(eval_vqa["image_path"]) if eval_vqa is not None else [])
-        with PartialState().main_process_first():  # rank 0 computes, the others then read the cache
+        with cfg.main_process_first(desc="vision feature cache"):  # rank 0 computes, the others then read it
             bank = build_feature_bank(model, processor, paths, Path(cfg.vision_feature_cache).expanduser())
     attach = AttachImages(eos, bank, sample_answers=cfg.answer == "sample", seed=cfg.seed)
     train = with_images(vqa_sft_rows(train_vqa, eos), attach)

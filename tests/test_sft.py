@@ -231,3 +231,57 @@ def test_sft_command_line(tiny_checkpoint, synthetic_data, tmp_path, capsys):
     assert cli_main(argv[:5] + ["--data_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "vlm-rlhf sft: error:" in err and "nowhere" in err
+
+
+def test_two_process_accelerate_launch_on_cpu(tiny_checkpoint, synthetic_data, tmp_path):
+    """A real `accelerate launch -m sft` with 2 gloo processes: both train one model on disjoint shards."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "2p"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "sft",
+        "--config",
+        "configs/demo/sft.yaml",
+        "--init_from",
+        str(tiny_checkpoint),
+        "--data_dir",
+        str(synthetic_data),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--vision_feature_cache",
+        str(tmp_path / "cache"),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    steps_per_epoch = -(-summary["data"]["train_questions"] // (4 * 2))  # both processes share each epoch
+    assert summary["epochs"] == pytest.approx(4 / steps_per_epoch, abs=1e-3)
