@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -200,88 +203,58 @@ def test_bad_configs_get_clear_errors(tiny_checkpoint, synthetic_data, tmp_path)
         build_trainer(sft_config(tmp_path, synthetic_data, tmp_path / "o"))
 
 
+def _sft_flags(ckpt, data, out, cache, steps: int) -> list[str]:
+    """Command-line flags of a short demo-config run on the test checkpoint and data."""
+    flags = {
+        "--config": "configs/demo/sft.yaml",
+        "--init_from": ckpt,
+        "--data_dir": data,
+        "--output_dir": out,
+        "--max_steps": steps,
+        "--per_device_train_batch_size": 4,
+        "--eval_strategy": "no",
+        "--save_strategy": "no",
+        "--vision_feature_cache": cache,
+        "--disable_tqdm": "true",
+    }
+    return [str(x) for pair in flags.items() for x in pair]
+
+
 def test_sft_command_line(tiny_checkpoint, synthetic_data, tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = [
-        "sft",
-        "--config",
-        "configs/demo/sft.yaml",
-        "--init_from",
-        str(tiny_checkpoint),
-        "--data_dir",
-        str(synthetic_data),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "3",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--per_device_train_batch_size",
-        "4",
-        "--vision_feature_cache",
-        str(tmp_path / "cache"),
-        "--disable_tqdm",
-        "true",
-    ]
-    assert cli_main(argv) == 0
+    assert cli_main(["sft", *_sft_flags(tiny_checkpoint, synthetic_data, out, tmp_path / "cache", 3)]) == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
     assert list(out.glob("runs/*/events.out.tfevents.*"))  # TensorBoard logs
-    assert cli_main(argv[:5] + ["--data_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "x")]) == 2
+    missing = _sft_flags(tiny_checkpoint, tmp_path / "nowhere", tmp_path / "x", tmp_path / "cache", 3)
+    assert cli_main(["sft", *missing]) == 2
     err = capsys.readouterr().err
-    assert "vlm-rlhf sft: error:" in err and "nowhere" in err
+    assert "vlm-rlhf sft: error:" in err and "nowhere" in err and not (tmp_path / "x").exists()
 
 
 def test_two_process_accelerate_launch_on_cpu(tiny_checkpoint, synthetic_data, tmp_path):
     """A real `accelerate launch -m sft` with 2 gloo processes: both train one model on disjoint shards."""
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "2p"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "sft",
-        "--config",
-        "configs/demo/sft.yaml",
-        "--init_from",
-        str(tiny_checkpoint),
-        "--data_dir",
-        str(synthetic_data),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "4",
-        "--per_device_train_batch_size",
-        "4",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--vision_feature_cache",
-        str(tmp_path / "cache"),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-    ]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sft"]
+    flags = _sft_flags(tiny_checkpoint, synthetic_data, out, tmp_path / "cache", 4) + ["--report_to", "none"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(launch + flags, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     steps_per_epoch = -(-summary["data"]["train_questions"] // (4 * 2))  # both processes share each epoch
     assert summary["epochs"] == pytest.approx(4 / steps_per_epoch, abs=1e-3)
+
+
+def test_sampled_answers_come_from_the_humans_and_vary(tiny_checkpoint, synthetic_data):
+    _, processor = load_vlm(tiny_checkpoint)
+    eos = processor.tokenizer.eos_token
+    vqa = load_vqa(synthetic_data, "train2014")
+    rows = vqa_sft_rows(vqa, eos)
+    varied = next(i for i, r in enumerate(rows) if len(r["human_answers"]) > 1)  # 10% human error: some disagree
+    sampled = with_images(rows, AttachImages(eos, sample_answers=True, seed=1))
+    drawn = {sampled[varied]["completion"] for _ in range(40)}
+    assert len(drawn) > 1
+    assert drawn <= {f" {a}{eos}" for a in rows[varied]["human_answers"]}
+    fixed = with_images(rows, AttachImages(eos))
+    assert fixed[varied]["completion"] == f" {vqa[varied]['multiple_choice_answer']}{eos}"
