@@ -13,6 +13,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from vlm.builder import build_vlm
 from vlm.data.scenes import sample_scene
 from vlm.data.synthetic_qa import conversation, sample_questions
+from vlm.tower_pretraining import pretrain_vision_tower
 
 EOS_TOKEN = "<|endoftext|>"
 # LLaVA-v1's system prompt: in the corpus so the instruction stage's template tokenizes compactly.
@@ -38,6 +39,11 @@ class TinyPreset:
     vocab_size: int = 1024
     corpus_scenes: int = 3000
     seed: int = 0
+    # Pre-train the vision tower in code (CLIP's contrastive loss on scene descriptions; vlm/tower_pretraining.py).
+    # 0 keeps it random.
+    vision_pretrain_steps: int = 0
+    vision_pretrain_batch_size: int = 128
+    vision_pretrain_learning_rate: float = 2e-3
 
 
 def synthetic_corpus(n_scenes: int, seed: int) -> list[str]:
@@ -71,19 +77,18 @@ def train_tiny_tokenizer(preset: TinyPreset) -> PreTrainedTokenizerFast:
 
 
 def build_tiny_vlm(preset: TinyPreset | None = None, **config_kwargs):
-    """Build the tiny VLM and its processor in code: random CLIP vision tower, random GPT-2, local tokenizer."""
+    """Build the tiny VLM and its processor in code: a CLIP vision tower (random, or pre-trained here with
+    `vision_pretrain_steps`), a random GPT-2 and a tokenizer trained on the synthetic corpus."""
     preset = preset or TinyPreset()
     torch.manual_seed(preset.seed)
     tokenizer = train_tiny_tokenizer(preset)
-    vision = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=preset.vision_hidden_size,
-            intermediate_size=4 * preset.vision_hidden_size,
-            num_hidden_layers=preset.vision_layers,
-            num_attention_heads=preset.vision_heads,
-            image_size=preset.image_size,
-            patch_size=preset.patch_size,
-        )
+    vision_config = CLIPVisionConfig(
+        hidden_size=preset.vision_hidden_size,
+        intermediate_size=4 * preset.vision_hidden_size,
+        num_hidden_layers=preset.vision_layers,
+        num_attention_heads=preset.vision_heads,
+        image_size=preset.image_size,
+        patch_size=preset.patch_size,
     )
     lm = GPT2LMHeadModel(
         GPT2Config(
@@ -100,5 +105,18 @@ def build_tiny_vlm(preset: TinyPreset | None = None, **config_kwargs):
         size={"shortest_edge": preset.image_size},
         crop_size={"height": preset.image_size, "width": preset.image_size},
     )
+    if preset.vision_pretrain_steps > 0:
+        vision, _ = pretrain_vision_tower(
+            vision_config,
+            tokenizer,
+            image_processor.image_mean,
+            image_processor.image_std,
+            steps=preset.vision_pretrain_steps,
+            batch_size=preset.vision_pretrain_batch_size,
+            learning_rate=preset.vision_pretrain_learning_rate,
+            seed=preset.seed,
+        )
+    else:
+        vision = CLIPVisionModel(vision_config)
     config_kwargs.setdefault("projector_num_heads", preset.vision_heads)
     return build_vlm(vision, lm, tokenizer, image_processor, **config_kwargs)

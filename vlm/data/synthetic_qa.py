@@ -150,7 +150,7 @@ def multiple_choice_answer(answers: list[dict]) -> str:
     return majority_answer([a["answer"] for a in answers])
 
 
-def _describe(scene: Scene) -> str:
+def describe(scene: Scene) -> str:
     n = len(scene.objects)
     parts = [f"There {'is one object' if n == 1 else f'are {NUMBER_WORDS[n]} objects'} in the image."]
     for o in sorted(scene.objects, key=lambda o: o.x):
@@ -173,7 +173,7 @@ def conversation(scene: Scene, questions: list[SyntheticQuestion], rng: random.R
     """A LLaVA-Instruct conversation: a description turn or Q&A turns; `<image>` at the start or end of turn 1."""
     turns: list[tuple[str, str]] = []
     if rng.random() < 0.5:
-        turns.append((rng.choice(("Describe the image.", "What do you see in this picture?")), _describe(scene)))
+        turns.append((rng.choice(("Describe the image.", "What do you see in this picture?")), describe(scene)))
     turns += [(q.question, _sentence(q)) for q in questions[: rng.randint(1, 3)]]
     first_q, first_a = turns[0]
     first = f"<image>\n{first_q}" if rng.random() < 0.5 else f"{first_q}\n<image>"
