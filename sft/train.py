@@ -47,7 +47,7 @@ def _datasets(cfg: VQASFTConfig, model, processor):
     attach = AttachImages(eos, bank, sample_answers=cfg.answer == "sample", seed=cfg.seed)
     train = with_images(vqa_sft_rows(train_vqa, eos), attach)
     evaluation = with_images(vqa_sft_rows(eval_vqa, eos), attach) if eval_vqa is not None else None
-    return train, evaluation, bank
+    return train, evaluation
 
 
 def build_trainer(cfg: VQASFTConfig) -> SFTTrainer:
@@ -56,7 +56,7 @@ def build_trainer(cfg: VQASFTConfig) -> SFTTrainer:
     set_seed(cfg.seed)
     model, processor = load_vlm(cfg.init_from)
     apply_freeze_overrides(model, cfg.freeze_vision, cfg.freeze_projector, cfg.freeze_language_model)
-    train, evaluation, _ = _datasets(cfg, model, processor)
+    train, evaluation = _datasets(cfg, model, processor)
     peft_config = language_model_lora(cfg.lora, model.config) if cfg.lora is not None else None
     trainer = SFTTrainer(
         model=model,
