@@ -29,14 +29,7 @@ _TINY = TinyPreset()  # the shipped demo model's shapes, so the benchmark follow
 SIZES = {
     # name: (vision config, GPT-2 config)
     "tiny": (
-        dict(
-            hidden_size=_TINY.vision_hidden_size,
-            intermediate_size=4 * _TINY.vision_hidden_size,
-            num_hidden_layers=_TINY.vision_layers,
-            num_attention_heads=_TINY.vision_heads,
-            image_size=_TINY.image_size,
-            patch_size=_TINY.patch_size,
-        ),
+        _TINY.vision_config_kwargs(),
         dict(
             n_embd=_TINY.text_hidden_size,
             n_layer=_TINY.text_layers,

@@ -45,6 +45,17 @@ class TinyPreset:
     vision_pretrain_batch_size: int = 128
     vision_pretrain_learning_rate: float = 2e-3
 
+    def vision_config_kwargs(self) -> dict:
+        """`CLIPVisionConfig` arguments of this preset's tower (the builder and the benchmark share them)."""
+        return dict(
+            hidden_size=self.vision_hidden_size,
+            intermediate_size=4 * self.vision_hidden_size,
+            num_hidden_layers=self.vision_layers,
+            num_attention_heads=self.vision_heads,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+        )
+
 
 def synthetic_corpus(n_scenes: int, seed: int) -> list[str]:
     """Text the tiny tokenizer is trained on: the questions, answers and conversations the generator writes."""
@@ -82,14 +93,7 @@ def build_tiny_vlm(preset: TinyPreset | None = None, **config_kwargs):
     preset = preset or TinyPreset()
     torch.manual_seed(preset.seed)
     tokenizer = train_tiny_tokenizer(preset)
-    vision_config = CLIPVisionConfig(
-        hidden_size=preset.vision_hidden_size,
-        intermediate_size=4 * preset.vision_hidden_size,
-        num_hidden_layers=preset.vision_layers,
-        num_attention_heads=preset.vision_heads,
-        image_size=preset.image_size,
-        patch_size=preset.patch_size,
-    )
+    vision_config = CLIPVisionConfig(**preset.vision_config_kwargs())
     lm = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=len(tokenizer),

@@ -19,6 +19,7 @@ from vlm.config_parsing import parse_config
 from vlm.data.vqa import load_vqa
 from vlm.evaluation import GenerationSettings, predict, score_predictions
 from vlm.io import atomic_write_json
+from vlm.precision import bf16_available
 from vlm.report import write_report
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         logger.warning("%s has no annotations for %s: writing predictions only", cfg.data, cfg.split)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
+    dtype = torch.bfloat16 if bf16_available() else None
     out = Path(cfg.out)
     results = []
     for name, path in zip(names, cfg.model):
