@@ -21,6 +21,12 @@ COMMANDS = {
         "main",
         "`data synth`: write synthetic VQA v2 + LLaVA data; `data check`: read a split",
     ),
+    "label": (
+        "labeling.cli",
+        "main",
+        "stage 2: `label generate|push|pull|simulate|stats|serve` (answers -> Label Studio -> label store)",
+    ),
+    "labels": ("labeling.cli", "main", "same as `label` (`vlm-rlhf labels stats --store DIR`)"),
 }
 
 USAGE = "usage: vlm-rlhf <command> [options]\n\ncommands:\n" + "\n".join(
@@ -52,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=os.environ.get("VLM_RLHF_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     module, function, _ = COMMANDS[command]
-    from vlm.data.errors import DataError
+    from vlm.data.errors import DataError, ServiceError
 
     try:
         result = getattr(importlib.import_module(module), function)(rest)
-    except (DataError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (DataError, ValueError, FileNotFoundError, FileExistsError, ServiceError) as e:
         print(f"vlm-rlhf {command}: error: {e}", file=sys.stderr)
         return 2
     _report(command, result)

@@ -1,8 +1,10 @@
 """`vlm-rlhf pipeline`: run every stage that exists, in order, each handing over through files.
 
-Today: synthesise the data, build the initial model, SFT it on the train split, and evaluate the initial and the
-SFT model side by side on the val split. Each step is skipped when its output is already complete, so an
-interrupted pipeline resumes where it stopped (an interrupted SFT run resumes from its last checkpoint).
+Today: synthesise the data, build the initial model, SFT it on the train split, evaluate the initial and the SFT
+model side by side on the val split, and collect correctness labels for the SFT model's sampled answers (simulated
+annotators, or Label Studio when `label_studio: {url: ...}` is set). Each step is skipped when its output is
+already complete, so an interrupted pipeline resumes where it stopped (an interrupted SFT run resumes from its last
+checkpoint; labels already pulled stay in the append-only store).
 """
 
 from __future__ import annotations
@@ -35,6 +37,20 @@ class PipelineConfig:
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N val questions only."})
     examples: int = field(default=8, metadata={"help": "Validation answers shown per model."})
     max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit in evaluation."})
+    label_questions: int = field(default=200, metadata={"help": "Train questions the SFT model answers for labeling."})
+    label_samples: int = field(default=4, metadata={"help": "Sampled answers per question (duplicates merged)."})
+    label_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of those answers."})
+    label_annotators: int = field(default=3, metadata={"help": "Simulated annotators."})
+    label_per_answer: int = field(default=2, metadata={"help": "Simulated annotators per answer."})
+    label_error_rate: float = field(default=0.1, metadata={"help": "Simulated annotators' error rate."})
+    label_studio: dict | str | None = field(
+        default=None,
+        metadata={"help": "Label with humans: {url, project, document_root, wait_seconds, poll_seconds, min_labeled}."},
+    )
+
+    def __post_init__(self):
+        if isinstance(self.label_studio, str):
+            self.label_studio = json.loads(self.label_studio)
 
 
 def _stage_config(types, path: str, out: Path):
@@ -82,6 +98,7 @@ def _examples(report: dict, data_dir: Path, out: Path, n: int) -> list[dict]:
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
+    from labeling.stage import LabelingPlan, run_labeling
     from sft.train import SUMMARY, is_complete
     from sft.train import main as sft_main
 
@@ -106,6 +123,17 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
     eval_dir = root / "eval"
     report = _evaluation(cfg, {"init": init_dir, "sft": sft_dir}, data_dir, eval_dir)
+
+    plan = LabelingPlan(
+        cfg.label_questions,
+        cfg.label_samples,
+        cfg.label_temperature,
+        cfg.max_new_tokens,
+        cfg.label_annotators,
+        cfg.label_per_answer,
+        cfg.label_error_rate,
+    )
+    labels = run_labeling(plan, sft_dir, data_dir, SPLITS["train"], root / "labels", cfg.label_studio)
     summary = {
         "data": str(data_dir),
         "models": {"init": str(init_dir), "sft": str(sft_dir)},
@@ -114,6 +142,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         },
         "eval": {r["name"]: r["metrics"] for r in report["results"]},
         "report": str(eval_dir / "report.md"),
+        "labels": labels,
         "examples": _examples(report, data_dir, eval_dir, cfg.examples),
         "seconds": round(time.time() - started, 1),
     }
@@ -127,6 +156,22 @@ def _table(header: tuple, rows: list[tuple]) -> str:
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in table]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _labels_line(labels: dict) -> str:
+    stats = labels["stats"]
+    who = (
+        f"{labels['annotators']} simulated annotators, {100 * labels['error_rate']:.0f} % error"
+        if labels["source"] == "simulated"
+        else "Label Studio"
+    )
+    verdicts = ", ".join(f"{v} {n}" for v, n in stats["aggregated_by_verdict"].items())
+    agreement = stats["agreement"]["agreement"]
+    return (
+        f"labels ({who}): {stats['annotations']} on {stats['answers']} sampled SFT answers; majority {verdicts}"
+        + (f"; annotators agree on {100 * agreement:.1f} %" if agreement is not None else "")
+        + f"  (store: {labels['store']})"
+    )
 
 
 def format_summary(summary: dict) -> str:
@@ -149,6 +194,8 @@ def format_summary(summary: dict) -> str:
             _table(("question type",) + tuple(names), rows),
             "",
             _table(("question", "human answer") + tuple(names), examples),
+            "",
+            _labels_line(summary["labels"]),
             "",
             f"report: {summary['report']}  ({summary['seconds']} s in all)",
         ]

@@ -22,3 +22,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+class ServiceError(RuntimeError):
+    """An outside service (a Label Studio server) could not be reached, refused us, or could not start.
+    The message names the service's URL and what we were doing; it never holds a secret."""

@@ -1,0 +1,100 @@
+"""`vlm-rlhf label generate --model CKPT --data DIR --split train2014 --questions N --samples K --out answers.jsonl`.
+
+The policy answers N questions (drawn with `seed`) K times each by sampling, so annotators see right and wrong
+answers; identical answers to one question are merged (`count` says how many samples gave it). Empty answers
+are dropped: there is nothing to judge. Records are described in `vlm.answers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from vlm.answers import answer_id, write_answers
+from vlm.builder import is_vlm_checkpoint, load_vlm
+from vlm.data.vqa import load_vqa
+from vlm.evaluation import GenerationSettings, predict
+from vlm.feature_bank import image_key
+from vlm.precision import bf16_available
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateConfig(GenerationSettings):
+    do_sample: bool = True
+    model: str | None = field(default=None, metadata={"help": "Policy checkpoint that answers."})
+    data: str | None = field(default=None, metadata={"help": "VQA v2 folder."})
+    split: str = field(default="train2014", metadata={"help": "VQA split the questions come from."})
+    image_dir: str | None = field(default=None, metadata={"help": "Image folder (default: <data>/<split>)."})
+    questions: int = field(default=100, metadata={"help": "Questions to answer (drawn at random with seed)."})
+    samples: int = field(default=4, metadata={"help": "Sampled answers per question (duplicates merged)."})
+    out: str = field(default="answers.jsonl", metadata={"help": "Where the answer records are written."})
+    seed: int = field(default=0)
+
+
+def generate(cfg: GenerateConfig) -> dict:
+    if not cfg.model or not cfg.data:
+        raise ValueError("label generate needs --model CHECKPOINT and --data VQA_FOLDER")
+    if not is_vlm_checkpoint(cfg.model):
+        raise ValueError(f"{cfg.model} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
+    if cfg.questions < 1 or cfg.samples < 1:
+        raise ValueError(f"--questions and --samples must be at least 1 (got {cfg.questions}, {cfg.samples})")
+    questions = load_vqa(cfg.data, cfg.split, cfg.image_dir)
+    picked = sorted(random.Random(cfg.seed).sample(range(len(questions)), min(cfg.questions, len(questions))))
+    questions = questions.select(picked)
+    repeated = questions.select([i for i in range(len(questions)) for _ in range(cfg.samples)])
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, processor = load_vlm(cfg.model, dtype=torch.bfloat16 if bf16_available() else None)
+    model.to(device).eval()
+    torch.manual_seed(cfg.seed)
+    predictions = predict(model, processor, repeated, cfg, desc="sampling answers")
+
+    model_name = str(Path(cfg.model).resolve())
+    sampling = {k: v for k, v in asdict(cfg).items() if k in asdict(GenerationSettings())} | {"seed": cfg.seed}
+    by_question = {row["question_id"]: row for row in questions}
+    digests: dict[str, str] = {}
+    records: dict[str, dict] = {}
+    empty = 0
+    for p in predictions:
+        text = p["answer"].strip()
+        if not text:
+            empty += 1
+            continue
+        q = by_question[p["question_id"]]
+        digest = digests.setdefault(q["image_path"], image_key(q["image_path"]))
+        key = answer_id(digest, q["question"], text, model_name)
+        if key in records:
+            records[key]["count"] += 1
+            continue
+        records[key] = {
+            "answer_id": key,
+            "image": str(Path(q["image_path"]).resolve()),
+            "image_id": q["image_id"],
+            "question_id": q["question_id"],
+            "question": q["question"],
+            "answer": text,
+            "count": 1,
+            "samples": cfg.samples,
+            "finished": p["finished"],
+            "model": model_name,
+            "data_dir": str(Path(cfg.data).resolve()),
+            "split": cfg.split,
+            "sampling": sampling,
+        }
+    write_answers(cfg.out, records.values())
+    if empty:
+        logger.info("dropped %d empty answers of %d samples", empty, len(predictions))
+    return {
+        "questions": len(questions),
+        "samples": len(predictions),
+        "answers": len(records),
+        "empty_dropped": empty,
+        "answers_per_question": round(len(records) / max(len(questions), 1), 2),
+        "out": cfg.out,
+    }

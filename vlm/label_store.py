@@ -1,0 +1,166 @@
+"""The label store: every correctness verdict ever given to an answer, append-only, in a folder of JSONL parts.
+
+One row per annotation *version*: `annotation_id` (`label-studio/<project id>/<annotation id>` or
+`simulated/<annotator>/<answer_id>`), `version` (1, 2, ... when an annotator changes their mind), `answer_id`,
+`verdict` (correct / incorrect / unsure), `corrected_answer`, `annotator`, `source` (`label-studio` or
+`simulated`), `lead_time` (seconds), `created_at` / `updated_at` (from Label Studio), `recorded_at`, and the answer
+as the annotator saw it (`image`, `question_id`, `question`, `answer`, `model`), so the reward stage needs nothing
+else. Each `append` writes one new part file by atomic rename: a crash or a dead server mid-pull leaves the parts
+already written intact and never a half-written one; history is never rewritten.
+
+Shared by the labeling stage (writes) and the reward stage (reads `latest` and `aggregate_verdicts`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vlm.data.errors import DataError
+from vlm.io import atomic_write_text
+
+VERDICTS = ("correct", "incorrect", "unsure")
+SOURCES = ("label-studio", "simulated")
+REQUIRED = ("annotation_id", "answer_id", "verdict", "annotator", "source")
+# What makes two versions of one annotation different (timestamps alone do not: a re-save with the same verdict
+# is not a new label).
+REVISION_FIELDS = ("verdict", "corrected_answer")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def check_verdict(verdict, where: str) -> str:
+    if verdict not in VERDICTS:
+        raise DataError(f"{where}: unknown verdict {verdict!r} (expected one of {', '.join(VERDICTS)})")
+    return verdict
+
+
+def _check_row(row, where: str) -> dict:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    missing = [k for k in REQUIRED if row.get(k) in (None, "")]
+    if missing:
+        raise DataError(f"{where}: label row has no {', '.join(missing)}")
+    check_verdict(row["verdict"], where)
+    if row["source"] not in SOURCES:
+        raise DataError(f"{where}: unknown source {row['source']!r} (expected one of {', '.join(SOURCES)})")
+    return row
+
+
+class LabelStore:
+    """A folder of `labels-<UTC time>-<random>.jsonl` parts, read in name (= time) order."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise DataError(f"{self.path}: a label store is a folder, and this is a file")
+
+    def parts(self) -> list[Path]:
+        return sorted(self.path.glob("labels-*.jsonl")) if self.path.is_dir() else []
+
+    def rows(self) -> list[dict]:
+        """Every stored row, oldest first; a malformed line is a `DataError` naming the part and line."""
+        rows = []
+        for part in self.parts():
+            for number, line in enumerate(part.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{part}:{number}: malformed JSON ({e.msg}, column {e.colno})") from None
+                rows.append(_check_row(row, f"{part}:{number}"))
+        return rows
+
+    def latest(self) -> list[dict]:
+        """The newest version of every annotation."""
+        newest: dict[str, dict] = {}
+        for row in self.rows():
+            if row["annotation_id"] not in newest or row["version"] >= newest[row["annotation_id"]]["version"]:
+                newest[row["annotation_id"]] = row
+        return list(newest.values())
+
+    def append(self, rows: Iterable[dict]) -> list[dict]:
+        """Store what is new: an unseen annotation as version 1, a changed one as its next version; rows equal to
+        the stored latest version are dropped. Returns the rows written (one part file, renamed into place)."""
+        latest = {row["annotation_id"]: row for row in self.latest()}
+        recorded_at, new = now(), []
+        for i, row in enumerate(rows):
+            row = dict(_check_row(row, f"new label row {i}"))
+            previous = latest.get(row["annotation_id"])
+            if previous is not None and all(previous.get(k) == row.get(k) for k in REVISION_FIELDS):
+                continue
+            row["version"] = previous["version"] + 1 if previous else 1
+            row.setdefault("recorded_at", recorded_at)
+            latest[row["annotation_id"]] = row
+            new.append(row)
+        if new:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            name = f"labels-{stamp}-{secrets.token_hex(3)}.jsonl"
+            atomic_write_text(self.path / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
+        return new
+
+
+def aggregate_verdicts(rows: Sequence[dict]) -> dict[str, dict]:
+    """Per answer: the majority verdict over its annotators' latest labels (a tie for the top is `unsure`), the
+    vote counts, and the answer's fields. `rows` are latest versions (`LabelStore.latest()`)."""
+    by_answer: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_answer[row["answer_id"]].append(row)
+    aggregated = {}
+    for answer_id, labels in by_answer.items():
+        votes = Counter(row["verdict"] for row in labels)
+        ranked = votes.most_common()
+        tie = len(ranked) > 1 and ranked[0][1] == ranked[1][1]
+        first = labels[0]
+        aggregated[answer_id] = {
+            "answer_id": answer_id,
+            "verdict": "unsure" if tie else ranked[0][0],
+            "votes": {v: votes.get(v, 0) for v in VERDICTS},
+            "annotators": len({row["annotator"] for row in labels}),
+            "agreement": ranked[0][1] / len(labels),
+            "corrected_answers": sorted({row["corrected_answer"] for row in labels if row.get("corrected_answer")}),
+            **{k: first.get(k) for k in ("image", "question_id", "question", "answer", "model")},
+        }
+    return aggregated
+
+
+def pairwise_agreement(rows: Sequence[dict]) -> dict:
+    """Observed agreement over the answers labelled by two or more annotators: the share of annotator pairs on
+    the same answer who gave the same verdict (each pair counted once)."""
+    by_answer: dict[str, dict[str, str]] = defaultdict(dict)
+    for row in rows:
+        by_answer[row["answer_id"]][row["annotator"]] = row["verdict"]
+    pairs = agreeing = items = 0
+    for verdicts in by_answer.values():
+        if len(verdicts) < 2:
+            continue
+        items += 1
+        for a, b in itertools.combinations(verdicts.values(), 2):
+            pairs += 1
+            agreeing += a == b
+    return {"items": items, "pairs": pairs, "agreement": agreeing / pairs if pairs else None}
+
+
+def label_stats(rows: Sequence[dict]) -> dict:
+    """Counts per verdict, per annotator (by verdict), per source; agreement; aggregated verdicts per answer."""
+    per_annotator: dict[str, Counter] = defaultdict(Counter)
+    for row in rows:
+        per_annotator[row["annotator"]][row["verdict"]] += 1
+    aggregated = aggregate_verdicts(rows)
+    return {
+        "annotations": len(rows),
+        "answers": len(aggregated),
+        "by_verdict": {v: sum(1 for r in rows if r["verdict"] == v) for v in VERDICTS},
+        "by_source": dict(Counter(r["source"] for r in rows)),
+        "by_annotator": {a: {v: c[v] for v in VERDICTS} for a, c in sorted(per_annotator.items())},
+        "agreement": pairwise_agreement(rows),
+        "aggregated_by_verdict": {v: sum(1 for a in aggregated.values() if a["verdict"] == v) for v in VERDICTS},
+    }
