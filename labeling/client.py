@@ -27,7 +27,8 @@ class LabelStudioError(ServiceError):
 def _detail(error: ApiError) -> str:
     body = error.body
     if isinstance(body, dict):
-        return str(body.get("detail") or body.get("validation_errors") or body)[:300]
+        parts = [str(body[k]) for k in ("detail", "validation_errors") if body.get(k)]
+        return ": ".join(parts or [str(body)])[:400]
     return str(body)[:300]
 
 

@@ -82,7 +82,11 @@ def _ensure_local_storages(client, url: str, project_id: int, root: Path, folder
         path = (root / folder).resolve()
         if path in existing:
             continue
-        with talking_to(url, f"adding local storage {path}"):
+        doing = (
+            f"adding local storage {path} (the server must run with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+            f"and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} or a folder above it)"
+        )
+        with talking_to(url, doing):
             client.import_storage.local.create(
                 project=project_id, path=str(path), title=f"images: {folder}", use_blob_urls=True
             )

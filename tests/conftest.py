@@ -31,3 +31,21 @@ def tiny_vlm(tiny_checkpoint):
 def synthetic_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "synth"
     return write_synthetic_dataset(SynthConfig(out=str(out), train=24, val=12, seed=3))
+
+
+@pytest.fixture(scope="session")
+def label_studio_golden(tmp_path_factory):
+    """An initialised Label Studio state dir (admin + two signed-up annotators), made once per session."""
+    from label_studio_helpers import initialise_golden
+
+    return initialise_golden(tmp_path_factory.mktemp("label-studio") / "golden")
+
+
+@pytest.fixture
+def label_studio(label_studio_golden, synthetic_data, tmp_path):
+    """A real Label Studio server of its own for one test, serving the synthetic data's images as local files."""
+    from label_studio_helpers import start_copy
+
+    server = start_copy(label_studio_golden, tmp_path / "label-studio", document_root=synthetic_data)
+    yield server
+    server.stop()

@@ -165,7 +165,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     )
     argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(tmp_path / "run")]
     argv += ["--data_config", str(data_cfg), "--model_config", str(model_cfg), "--sft_config", str(sft_cfg)]
-    argv += ["--examples", "5"]
+    argv += ["--examples", "5", "--label_questions", "12", "--label_samples", "3"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "run/pipeline.json").read_text())
@@ -175,6 +175,10 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     for row in summary["examples"]:
         assert 0.0 <= row["sft_vqa_accuracy"] <= 1.0 and row["question"] in printed
     assert (tmp_path / "run/eval/report.md").is_file() and "VQA accuracy" in printed
+    labels = summary["labels"]  # stage 2: sampled SFT answers, labelled by the simulated annotators
+    assert labels["source"] == "simulated" and "simulated annotators" in printed
+    assert 12 <= labels["stats"]["answers"] <= 36 and labels["stats"]["annotations"] == 2 * labels["stats"]["answers"]
+    assert labels["stats"]["by_verdict"]["correct"] > 0 and labels["stats"]["by_verdict"]["incorrect"] > 0
     weights = [tmp_path / f"run/models/{m}/model.safetensors" for m in ("init", "sft")]
     stamps = [w.stat().st_mtime_ns for w in weights]
     assert main(argv) == 0  # resumes: data, models and evaluation are reused, not rebuilt

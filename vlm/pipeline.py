@@ -158,6 +158,10 @@ def _table(header: tuple, rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+def _number(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)  # e.g. no loss logged in a very short run
+
+
 def _labels_line(labels: dict) -> str:
     stats = labels["stats"]
     who = (
@@ -187,8 +191,9 @@ def format_summary(summary: dict) -> str:
     sft = summary["sft"]
     return "\n".join(
         [
-            f"SFT: {sft['steps']} steps, loss {sft['first_loss']:.3f} -> {sft['final_loss']:.3f}, "
-            f"{sft['train_runtime_s']:.0f} s ({sft['tokens_per_second']:.0f} tokens/s)",
+            f"SFT: {sft['steps']} steps, loss {_number(sft['first_loss'], '.3f')} -> "
+            f"{_number(sft['final_loss'], '.3f')}, {_number(sft['train_runtime_s'], '.0f')} s "
+            f"({_number(sft['tokens_per_second'], '.0f')} tokens/s)",
             "",
             "VQA accuracy (%) on the val split, official metric:",
             _table(("question type",) + tuple(names), rows),

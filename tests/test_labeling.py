@@ -1,0 +1,217 @@
+"""Stage 2 without a server: answer records, the label store, aggregation, the labeling config, the simulator."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from labeling.generate import GenerateConfig, generate
+from labeling.project import LABEL_CONFIG, config_problems, prediction_from_answer, read_annotation
+from labeling.simulate import SimulateConfig, simulate, simulated_labels
+from vlm.answers import answer_id, read_answers
+from vlm.data.errors import DataError
+from vlm.data.vqa import load_vqa
+from vlm.label_store import LabelStore, aggregate_verdicts, label_stats, pairwise_agreement
+from vlm.metrics import vqa_accuracy
+
+
+def _row(annotation: str, answer: str, annotator: str, verdict: str, **extra) -> dict:
+    return {
+        "annotation_id": annotation,
+        "answer_id": answer,
+        "annotator": annotator,
+        "verdict": verdict,
+        "source": "label-studio",
+        **extra,
+    }
+
+
+def test_store_appends_versions_and_never_rewrites(tmp_path):
+    store = LabelStore(tmp_path / "labels")
+    assert store.rows() == [] and store.latest() == []
+    first = store.append([_row("ls/1/1", "a", "ann1", "correct"), _row("ls/1/2", "a", "ann2", "incorrect")])
+    assert [r["version"] for r in first] == [1, 1]
+    part = store.parts()[0]
+    before = part.read_bytes()
+    assert store.append([_row("ls/1/1", "a", "ann1", "correct", updated_at="later")]) == []  # same verdict
+    changed = store.append([_row("ls/1/1", "a", "ann1", "incorrect", corrected_answer="2")])
+    assert [(r["version"], r["verdict"]) for r in changed] == [(2, "incorrect")]
+    assert part.read_bytes() == before and len(store.parts()) == 2  # history untouched, one new part
+    latest = {r["annotation_id"]: r for r in store.latest()}
+    assert latest["ls/1/1"]["verdict"] == "incorrect" and latest["ls/1/1"]["version"] == 2
+    assert len(store.rows()) == 3
+
+
+def test_store_refuses_bad_rows_and_names_corrupt_lines(tmp_path):
+    store = LabelStore(tmp_path / "labels")
+    with pytest.raises(DataError, match="new label row 1: unknown verdict 'maybe'"):
+        store.append([_row("x/1", "a", "ann1", "correct"), _row("x/2", "a", "ann1", "maybe")])
+    assert store.parts() == []  # nothing half-written
+    store.append([_row("x/1", "a", "ann1", "correct")])
+    part = store.parts()[0]
+    part.write_text(part.read_text() + '{"annotation_id": "x/2", oops\n')
+    with pytest.raises(DataError, match=rf"{part.name}:2: malformed JSON"):
+        store.rows()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="is a file"):
+        LabelStore(tmp_path / "file")
+
+
+def test_store_write_interrupted_leaves_no_part(tmp_path, monkeypatch):
+    store = LabelStore(tmp_path / "labels")
+    store.append([_row("x/1", "a", "ann1", "correct")])
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vlm.io.os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.append([_row("x/2", "a", "ann2", "correct")])
+    monkeypatch.undo()
+    assert len(store.parts()) == 1 and len(store.rows()) == 1
+    assert list((tmp_path / "labels").iterdir()) == store.parts()  # no temporary file left behind
+
+
+def test_aggregation_majority_ties_and_agreement():
+    rows = [
+        _row("1", "a", "p", "correct"),
+        _row("2", "a", "q", "correct"),
+        _row("3", "a", "r", "incorrect"),
+        _row("4", "b", "p", "correct"),
+        _row("5", "b", "q", "incorrect"),
+        _row("6", "c", "p", "unsure"),
+        _row("7", "d", "q", "incorrect", corrected_answer="red"),
+    ]
+    aggregated = aggregate_verdicts(rows)
+    assert {k: v["verdict"] for k, v in aggregated.items()} == {
+        "a": "correct",
+        "b": "unsure",  # a tie
+        "c": "unsure",
+        "d": "incorrect",
+    }
+    assert aggregated["a"]["votes"] == {"correct": 2, "incorrect": 1, "unsure": 0}
+    assert aggregated["a"]["agreement"] == pytest.approx(2 / 3) and aggregated["d"]["corrected_answers"] == ["red"]
+    # Pairs on multiply-labelled answers: a has 3 pairs (1 agreeing), b has 1 (0 agreeing).
+    assert pairwise_agreement(rows) == {"items": 2, "pairs": 4, "agreement": 0.25}
+    stats = label_stats(rows)
+    assert stats["by_verdict"] == {"correct": 3, "incorrect": 3, "unsure": 1}
+    assert stats["by_annotator"]["q"] == {"correct": 1, "incorrect": 2, "unsure": 0}
+    assert stats["aggregated_by_verdict"] == {"correct": 1, "incorrect": 1, "unsure": 2}
+
+
+def test_answers_file_errors_name_the_line(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    good = {"answer_id": "x", "image": "i.jpg", "question_id": 1, "question": "q?", "answer": "a"}
+    path.write_text(json.dumps(good) + "\n{broken\n")
+    with pytest.raises(DataError, match=r"answers.jsonl:2: malformed JSON"):
+        read_answers(path)
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"answer_id": "y"}) + "\n")
+    with pytest.raises(DataError, match=r"answers.jsonl:2: record has no image, question_id, question, answer"):
+        read_answers(path)
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(DataError, match="answer_id x appears twice"):
+        read_answers(path)
+    with pytest.raises(DataError, match="file not found"):
+        read_answers(tmp_path / "none.jsonl")
+    assert (
+        answer_id("img", "q?", "two", "m") == answer_id("img", " q? ", "two ", "m") != answer_id("img", "q?", "2", "m")
+    )
+
+
+def test_labeling_config_is_ours_and_others_are_told_apart():
+    assert config_problems(LABEL_CONFIG) == []
+    assert any("no <Choices" in p for p in config_problems('<View><Text name="t" value="$text"/></View>'))
+    renamed = LABEL_CONFIG.replace('"unsure"', '"skip"')
+    assert "not ['correct', 'incorrect', 'unsure']" in " ".join(config_problems(renamed))
+    assert "not valid XML" in config_problems("<View>")[0]
+    result = [
+        {"from_name": "verdict", "value": {"choices": ["incorrect"]}},
+        {"from_name": "corrected_answer", "value": {"text": [" red "]}},
+    ]
+    assert read_annotation(result, "task 1") == ("incorrect", "red")
+    with pytest.raises(DataError, match="task 1: unknown verdict 'maybe'"):
+        read_annotation([{"from_name": "verdict", "value": {"choices": ["maybe"]}}], "task 1")
+    with pytest.raises(DataError, match="has no verdict"):
+        read_annotation([], "task 1")
+    prediction = prediction_from_answer({"p_correct": 0.2, "reward_model": "rm-1"}, None)
+    assert prediction["model_version"] == "rm-1" and prediction["score"] == pytest.approx(0.8)
+    assert prediction["result"][0]["value"] == {"choices": ["incorrect"]}
+    assert prediction_from_answer({"answer": "x"}, "rm") is None
+
+
+@pytest.fixture(scope="module")
+def sampled_answers(tiny_checkpoint, synthetic_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("answers") / "answers.jsonl"
+    summary = generate(
+        GenerateConfig(model=str(tiny_checkpoint), data=str(synthetic_data), questions=8, samples=3, out=str(out))
+    )
+    return out, summary
+
+
+def test_generate_samples_merges_and_is_reproducible(sampled_answers, tiny_checkpoint, synthetic_data, tmp_path):
+    out, summary = sampled_answers
+    records = read_answers(out)
+    assert summary["questions"] == 8 and summary["samples"] == 24
+    assert len(records) == summary["answers"] and sum(r["count"] for r in records) == 24 - summary["empty_dropped"]
+    per_question = Counter(r["question_id"] for r in records)
+    assert len(per_question) <= 8 and max(per_question.values()) <= 3
+    for r in records:  # duplicates merged: one record per distinct answer to a question
+        assert r["answer"].strip() and r["samples"] == 3 and r["sampling"]["do_sample"] is True
+    assert len({(r["question_id"], r["answer"]) for r in records}) == len(records)
+    again = tmp_path / "again.jsonl"
+    generate(
+        GenerateConfig(model=str(tiny_checkpoint), data=str(synthetic_data), questions=8, samples=3, out=str(again))
+    )
+    assert again.read_text() == out.read_text()  # same seed, same answers, same ids
+
+
+def test_simulated_annotators_follow_ground_truth_with_the_error_rate(sampled_answers, synthetic_data, tmp_path):
+    out, _ = sampled_answers
+    records = read_answers(out)
+    truth = {r["question_id"]: r for r in load_vqa(synthetic_data, "train2014")}
+    # The tiny untrained model is rarely right: give half the records the human answer, so both verdicts occur.
+    records = [
+        dict(r, answer=truth[r["question_id"]]["multiple_choice_answer"]) if i % 2 else r for i, r in enumerate(records)
+    ]
+    true = {
+        r["answer_id"]: "correct"
+        if vqa_accuracy(r["answer"], truth[r["question_id"]]["answers"]) >= 0.5
+        else "incorrect"
+        for r in records
+    }
+    assert set(true.values()) == {"correct", "incorrect"}
+
+    perfect = simulated_labels(records, truth, SimulateConfig(error_rate=0.0, annotators=3, per_answer=2))
+    assert len(perfect) == 2 * len(records)
+    assert all(row["verdict"] == true[row["answer_id"]] for row in perfect)
+    assert all(row["source"] == "simulated" for row in perfect)
+    for answer in true:
+        assert len({row["annotator"] for row in perfect if row["answer_id"] == answer}) == 2
+    wrong = [r for r in perfect if r["verdict"] == "incorrect"]
+    assert all(r["corrected_answer"] == truth[r["question_id"]]["multiple_choice_answer"] for r in wrong)
+
+    # The error rate, measured over many draws (distinct seeds).
+    flips = total = 0
+    for seed in range(40):
+        rows = simulated_labels(records, truth, SimulateConfig(error_rate=0.3, annotators=3, per_answer=3, seed=seed))
+        flips += sum(row["verdict"] != true[row["answer_id"]] for row in rows)
+        total += len(rows)
+    assert 0.25 < flips / total < 0.35
+
+    with pytest.raises(ValueError, match="per_answer must be between 1 and annotators"):
+        simulated_labels(records, truth, SimulateConfig(annotators=2, per_answer=3))
+
+
+def test_simulate_command_is_idempotent(sampled_answers, tmp_path):
+    out, _ = sampled_answers
+    cfg = SimulateConfig(answers=str(out), store=str(tmp_path / "labels"), per_answer=2, error_rate=0.1)
+    first = simulate(cfg)
+    assert first["stored"] == first["labels"] == 2 * first["answers"]
+    assert simulate(cfg)["stored"] == 0
+    cfg.error_rate = 0.5  # other settings: changed verdicts become new versions, history kept
+    changed = simulate(cfg)["stored"]
+    rows = LabelStore(cfg.store).rows()
+    assert len(rows) == first["labels"] + changed and changed > 0
+    assert max(r["version"] for r in rows) == 2
