@@ -134,6 +134,21 @@ def test_round_trip_push_annotate_pull(label_studio, answers_file, synthetic_dat
     assert aggregate_verdicts(LabelStore(store).latest())[answer_of[a]]["verdict"] == "incorrect"
 
 
+def test_push_adds_the_reward_models_guess_as_a_prediction(label_studio, answers_file, synthetic_data, tmp_path):
+    records = read_answers(answers_file)
+    scored = tmp_path / "scored.jsonl"
+    write_answers(scored, [dict(records[0], p_correct=0.9)] + [dict(records[1], p_correct=0.25)] + records[2:])
+    summary = _push(label_studio, scored, root=synthetic_data, model_version="rm-checkpoint-7")
+    assert summary["predictions"] == 2 and summary["tasks_created"] == len(records)
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.api_key)
+    by_answer = {t["data"]["answer_id"]: t["id"] for t in _tasks(label_studio)}
+    for record, verdict, score in ((records[0], "correct", 0.9), (records[1], "incorrect", 0.75)):
+        (prediction,) = client.predictions.list(task=by_answer[record["answer_id"]])
+        assert prediction.model_version == "rm-checkpoint-7" and prediction.score == pytest.approx(score)
+        assert prediction.result[0]["value"] == {"choices": [verdict]}
+    assert client.predictions.list(task=by_answer[records[2]["answer_id"]]) == []
+
+
 def test_pull_survives_the_server_dying_midway(label_studio, answers_file, synthetic_data, tmp_path):
     _push(label_studio, answers_file, root=synthetic_data)
     tasks = sorted(_tasks(label_studio), key=lambda t: t["id"])
