@@ -23,6 +23,8 @@ from vlm.precision import bf16_available
 
 logger = logging.getLogger(__name__)
 
+SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "num_beams", "max_new_tokens")
+
 
 @dataclass
 class GenerateConfig(GenerationSettings):
@@ -56,7 +58,7 @@ def generate(cfg: GenerateConfig) -> dict:
     predictions = predict(model, processor, repeated, cfg, desc="sampling answers")
 
     model_name = str(Path(cfg.model).resolve())
-    sampling = {k: v for k, v in asdict(cfg).items() if k in asdict(GenerationSettings())} | {"seed": cfg.seed}
+    sampling = {k: v for k, v in asdict(cfg).items() if k in SAMPLING_FIELDS} | {"seed": cfg.seed}
     by_question = {row["question_id"]: row for row in questions}
     digests: dict[str, str] = {}
     records: dict[str, dict] = {}

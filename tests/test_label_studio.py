@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -147,6 +148,25 @@ def test_push_adds_the_reward_models_guess_as_a_prediction(label_studio, answers
         assert prediction.model_version == "rm-checkpoint-7" and prediction.score == pytest.approx(score)
         assert prediction.result[0]["value"] == {"choices": [verdict]}
     assert client.predictions.list(task=by_answer[records[2]["answer_id"]]) == []
+
+
+def test_push_can_embed_images_instead(label_studio, answers_file, tmp_path):
+    summary = push(
+        PushConfig(
+            url=label_studio.url,
+            project="embedded images",
+            api_key=label_studio.api_key,
+            answers=str(answers_file),
+            images="base64",
+        )
+    )
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.api_key)
+    tasks = [t.dict() for t in client.tasks.list(project=summary["project_id"], page_size=100)]
+    assert len(tasks) == summary["tasks_created"] > 0
+    for task in tasks:
+        header, payload = task["data"]["image"].split(",", 1)
+        assert header == "data:image/jpeg;base64"
+        assert base64.b64decode(payload) == open(task["data"]["image_path"], "rb").read()
 
 
 def test_pull_survives_the_server_dying_midway(label_studio, answers_file, synthetic_data, tmp_path):

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from vlm.data.errors import DataError
+from vlm.data.errors import DataError, read_jsonl
 from vlm.io import atomic_write_text
 
 REQUIRED = ("answer_id", "image", "question_id", "question", "answer")
@@ -27,28 +27,13 @@ def answer_id(image_digest: str, question: str, answer: str, model: str) -> str:
 
 def read_answers(path: str | Path) -> list[dict]:
     """All records of an answers file; a malformed line or a missing field is a `DataError` naming the line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     records, seen = [], set()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{number}: malformed JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+    for where, record in read_jsonl(path):
         missing = [k for k in REQUIRED if k not in record]
         if missing:
-            raise DataError(f"{path}:{number}: record has no {', '.join(missing)}")
+            raise DataError(f"{where}: record has no {', '.join(missing)}")
         if record["answer_id"] in seen:
-            raise DataError(f"{path}:{number}: answer_id {record['answer_id']} appears twice")
+            raise DataError(f"{where}: answer_id {record['answer_id']} appears twice")
         seen.add(record["answer_id"])
         records.append(record)
     return records

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from vlm.data.errors import DataError
+from vlm.data.errors import DataError, read_jsonl
 from vlm.io import atomic_write_text
 
 VERDICTS = ("correct", "incorrect", "unsure")
@@ -42,9 +42,7 @@ def check_verdict(verdict, where: str) -> str:
     return verdict
 
 
-def _check_row(row, where: str) -> dict:
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+def _check_row(row: dict, where: str) -> dict:
     missing = [k for k in REQUIRED if row.get(k) in (None, "")]
     if missing:
         raise DataError(f"{where}: label row has no {', '.join(missing)}")
@@ -69,14 +67,7 @@ class LabelStore:
         """Every stored row, oldest first; a malformed line is a `DataError` naming the part and line."""
         rows = []
         for part in self.parts():
-            for number, line in enumerate(part.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{part}:{number}: malformed JSON ({e.msg}, column {e.colno})") from None
-                rows.append(_check_row(row, f"{part}:{number}"))
+            rows += [_check_row(row, where) for where, row in read_jsonl(part)]
         return rows
 
     def latest(self) -> list[dict]:
