@@ -3,14 +3,13 @@ LoRA, cached vision features). Parsed from YAML with `--key value` overrides."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from vlm.adaptation import parse_lora
 from vlm.precision import apply_device_defaults
 
-LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 ANSWER_MODES = ("multiple_choice", "sample")
 
 
@@ -57,12 +56,7 @@ class VQASFTConfig(SFTConfig):
 
     def __post_init__(self):
         apply_device_defaults(self)  # SFTConfig would turn bf16 on everywhere, which CPU-only machines refuse
-        if isinstance(self.lora, str):
-            self.lora = json.loads(self.lora)
-        if self.lora is not None:
-            unknown = set(self.lora) - LORA_KEYS
-            if unknown:
-                raise ValueError(f"unknown lora key(s) {sorted(unknown)}; expected some of {sorted(LORA_KEYS)}")
+        self.lora = parse_lora(self.lora)
         if self.answer not in ANSWER_MODES:
             raise ValueError(f"answer must be one of {ANSWER_MODES}, got {self.answer!r}")
         if self.cache_vision_features and self.freeze_vision is False:

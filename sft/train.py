@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
 from sft.config import VQASFTConfig
@@ -24,6 +23,7 @@ from vlm.config_parsing import parse_config
 from vlm.data.vqa import load_vqa
 from vlm.feature_bank import build_feature_bank
 from vlm.io import atomic_write_json
+from vlm.training import save_final, train_resumably
 
 logger = logging.getLogger(__name__)
 SUMMARY = "summary.json"
@@ -82,18 +82,8 @@ def run_training(trainer: SFTTrainer, cfg: VQASFTConfig) -> Path:
     model, its processor and `summary.json` into `output_dir`."""
     out = Path(cfg.output_dir)
     started = time.time()
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if last:
-        logger.info("resuming from %s", last)
-    result = trainer.train(resume_from_checkpoint=last)
-
-    model = trainer.model
-    if cfg.lora is not None:  # later stages load a plain VLM: fold the adapter into the weights
-        model = model.merge_and_unload()
-    trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        model.save_pretrained(out)
-        trainer.processing_class.save_pretrained(out)
+    result, last = train_resumably(trainer, out)
+    if save_final(trainer, out, merge_lora=cfg.lora is not None):
         atomic_write_json(out / SUMMARY, _summary(cfg, trainer, result, last, time.time() - started), indent=2)
     trainer.accelerator.wait_for_everyone()
     return out

@@ -163,9 +163,14 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
         "cache_vision_features: true\nper_device_train_batch_size: 16\nlearning_rate: 3.0e-3\nmax_steps: 30\n"
         "eval_strategy: 'no'\nsave_strategy: 'no'\nlogging_steps: 5\nreport_to: none\ndisable_tqdm: true\n"
     )
+    reward_cfg = tmp_path / "reward.yaml"
+    reward_cfg.write_text(
+        "cache_vision_features: true\nper_device_train_batch_size: 16\nlearning_rate: 3.0e-4\nnum_train_epochs: 2\n"
+        "min_labels: 10\neval_fraction: 0.3\nsave_strategy: 'no'\nreport_to: none\ndisable_tqdm: true\n"
+    )
     argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(tmp_path / "run")]
     argv += ["--data_config", str(data_cfg), "--model_config", str(model_cfg), "--sft_config", str(sft_cfg)]
-    argv += ["--examples", "5", "--label_questions", "12", "--label_samples", "3"]
+    argv += ["--reward_config", str(reward_cfg), "--examples", "5", "--label_questions", "12", "--label_samples", "3"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "run/pipeline.json").read_text())
@@ -179,7 +184,10 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert labels["source"] == "simulated" and "simulated annotators" in printed
     assert 12 <= labels["stats"]["answers"] <= 36 and labels["stats"]["annotations"] == 2 * labels["stats"]["answers"]
     assert labels["stats"]["by_verdict"]["correct"] > 0 and labels["stats"]["by_verdict"]["incorrect"] > 0
-    weights = [tmp_path / f"run/models/{m}/model.safetensors" for m in ("init", "sft")]
+    reward = summary["reward"]  # stage 3: trained on those labels, measured on answers to unseen images
+    assert reward["labels"]["held_out_answers"] > 0 and 0.0 <= reward["held_out"]["labels"]["accuracy"] <= 1.0
+    assert "reward model (pointwise" in printed and (tmp_path / "run/models/reward/reliability.png").is_file()
+    weights = [tmp_path / f"run/models/{m}/model.safetensors" for m in ("init", "sft", "reward")]
     stamps = [w.stat().st_mtime_ns for w in weights]
     assert main(argv) == 0  # resumes: data, models and evaluation are reused, not rebuilt
     assert [w.stat().st_mtime_ns for w in weights] == stamps

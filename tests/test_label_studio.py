@@ -308,6 +308,8 @@ def test_pipeline_pushes_to_label_studio_and_waits_for_people(label_studio, tmp_
     model_cfg.write_text("preset: tiny\ncorpus_scenes: 200\ntext_layers: 2\n")
     sft_cfg = tmp_path / "sft.yaml"
     sft_cfg.write_text("max_steps: 2\nper_device_train_batch_size: 8\nsave_strategy: 'no'\nreport_to: none\n")
+    reward_cfg = tmp_path / "reward.yaml"
+    reward_cfg.write_text("max_steps: 2\nmin_labels: 4\neval_fraction: 0.5\nsave_strategy: 'no'\nreport_to: none\n")
     run = tmp_path / "run"
     settings = {
         "url": label_studio.url,
@@ -316,13 +318,14 @@ def test_pipeline_pushes_to_label_studio_and_waits_for_people(label_studio, tmp_
         "api_key": label_studio.api_key,
     }
     argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(run), "--data_config", str(data_cfg)]
-    argv += ["--model_config", str(model_cfg), "--sft_config", str(sft_cfg), "--label_questions", "3"]
+    argv += ["--model_config", str(model_cfg), "--sft_config", str(sft_cfg), "--reward_config", str(reward_cfg)]
+    argv += ["--label_questions", "8"]
     argv += ["--label_samples", "2", "--label_studio", json.dumps(settings)]
 
     assert main(argv) == 2  # pushed; nobody has labelled yet
     assert "0 % of the" in capsys.readouterr().err
     tasks = _tasks(label_studio)
-    assert len(tasks) == len(read_answers(run / "labels/answers.jsonl")) >= 3
+    assert len(tasks) == len(read_answers(run / "labels/answers.jsonl")) >= 8
     for i, task in enumerate(tasks):
         _annotate(label_studio, "ann1@example.com", task["id"], "correct" if i % 2 else "incorrect")
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from peft import LoraConfig
 
 # GPT-2's attention and MLP projections; other LMs name theirs in `lora.target_modules`.
 DEFAULT_LORA_TARGETS = ["c_attn", "c_proj", "c_fc"]
+LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+
+
+def parse_lora(value: dict | str | None) -> dict | None:
+    """A stage config's `lora` setting: a mapping from YAML, or JSON text from the command line."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    if value is not None:
+        unknown = set(value) - LORA_KEYS
+        if unknown:
+            raise ValueError(f"unknown lora key(s) {sorted(unknown)}; expected some of {sorted(LORA_KEYS)}")
+    return value
 
 
 def apply_freeze_overrides(

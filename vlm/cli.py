@@ -27,6 +27,11 @@ COMMANDS = {
         "stage 2: `label generate|push|pull|simulate|stats|serve` (answers -> Label Studio -> label store)",
     ),
     "labels": ("labeling.cli", "main", "same as `label` (`vlm-rlhf labels stats --store DIR`)"),
+    "reward": (
+        "reward.cli",
+        "main",
+        "stage 3: `reward train` (reward model from the label store), `reward score` (P(correct) per answer)",
+    ),
 }
 
 USAGE = "usage: vlm-rlhf <command> [options]\n\ncommands:\n" + "\n".join(

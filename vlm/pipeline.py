@@ -1,10 +1,10 @@
 """`vlm-rlhf pipeline`: run every stage that exists, in order, each handing over through files.
 
 Today: synthesise the data, build the initial model, SFT it on the train split, evaluate the initial and the SFT
-model side by side on the val split, and collect correctness labels for the SFT model's sampled answers (simulated
-annotators, or Label Studio when `label_studio: {url: ...}` is set). Each step is skipped when its output is
-already complete, so an interrupted pipeline resumes where it stopped (an interrupted SFT run resumes from its last
-checkpoint; labels already pulled stay in the append-only store).
+model side by side on the val split, collect correctness labels for the SFT model's sampled answers (simulated
+annotators, or Label Studio when `label_studio: {url: ...}` is set), and train the reward model on them. Each step
+is skipped when its output is already complete, so an interrupted pipeline resumes where it stopped (interrupted
+SFT and reward runs resume from their last checkpoint; labels already pulled stay in the append-only store).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class PipelineConfig:
     data_config: str = field(default="configs/demo/data.yaml", metadata={"help": "`data synth` config."})
     model_config: str = field(default="configs/demo/model.yaml", metadata={"help": "`init-model` config."})
     sft_config: str = field(default="configs/demo/sft.yaml", metadata={"help": "`sft` config (stage 1)."})
+    reward_config: str = field(default="configs/demo/reward.yaml", metadata={"help": "`reward train` config."})
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N val questions only."})
     examples: int = field(default=8, metadata={"help": "Validation answers shown per model."})
     max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit in evaluation."})
@@ -99,6 +100,8 @@ def _examples(report: dict, data_dir: Path, out: Path, n: int) -> list[dict]:
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
     from labeling.stage import LabelingPlan, run_labeling
+    from reward.train import is_complete as reward_complete
+    from reward.train import main as reward_main
     from sft.train import SUMMARY, is_complete
     from sft.train import main as sft_main
 
@@ -134,15 +137,24 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         cfg.label_error_rate,
     )
     labels = run_labeling(plan, sft_dir, data_dir, SPLITS["train"], root / "labels", cfg.label_studio)
+
+    reward_dir = root / "models" / "reward"
+    if not reward_complete(reward_dir):
+        reward_main(
+            ["--config", cfg.reward_config, "--init_from", str(sft_dir), "--label_store", labels["store"]]
+            + ["--output_dir", str(reward_dir), "--vision_feature_cache", str(root / "cache" / "vision_features")]
+        )
+    reward_summary = json.loads((reward_dir / "summary.json").read_text())
     summary = {
         "data": str(data_dir),
-        "models": {"init": str(init_dir), "sft": str(sft_dir)},
+        "models": {"init": str(init_dir), "sft": str(sft_dir), "reward": str(reward_dir)},
         "sft": {
             k: sft_summary[k] for k in ("steps", "first_loss", "final_loss", "train_runtime_s", "tokens_per_second")
         },
         "eval": {r["name"]: r["metrics"] for r in report["results"]},
         "report": str(eval_dir / "report.md"),
         "labels": labels,
+        "reward": {k: reward_summary[k] for k in ("objective", "labels", "held_out", "steps", "train_runtime_s")},
         "examples": _examples(report, data_dir, eval_dir, cfg.examples),
         "seconds": round(time.time() - started, 1),
     }
@@ -178,6 +190,20 @@ def _labels_line(labels: dict) -> str:
     )
 
 
+def _reward_line(reward: dict) -> str:
+    held_out, labels = reward["held_out"]["labels"], reward["labels"]
+    line = (
+        f"reward model ({reward['objective']}, {labels['train_examples']} training examples, "
+        f"{reward['train_runtime_s']:.0f} s): held-out accuracy {100 * held_out['accuracy']:.1f} % "
+        f"(majority class {100 * held_out['majority_class_accuracy']:.1f} %), "
+        f"ROC-AUC {_number(held_out['roc_auc'], '.3f')}, ECE {held_out['ece']:.3f} "
+        f"on {held_out['examples']} answers to unseen images"
+    )
+    if "truth" in reward["held_out"]:
+        line += f"; agrees with the true correctness {100 * reward['held_out']['truth']['accuracy']:.1f} %"
+    return line
+
+
 def format_summary(summary: dict) -> str:
     names = list(summary["eval"])
     metrics = summary["eval"]
@@ -201,6 +227,7 @@ def format_summary(summary: dict) -> str:
             _table(("question", "human answer") + tuple(names), examples),
             "",
             _labels_line(summary["labels"]),
+            _reward_line(summary["reward"]),
             "",
             f"report: {summary['report']}  ({summary['seconds']} s in all)",
         ]

@@ -1,0 +1,80 @@
+"""`RewardConfig`: transformers' `TrainingArguments` plus what a correctness reward model needs (labels, objective,
+split, freezing, LoRA, cached vision features). Parsed from YAML with `--key value` overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from vlm.adaptation import parse_lora
+from vlm.precision import apply_device_defaults
+
+OBJECTIVES = ("pointwise", "pairwise")
+WEIGHTINGS = ("agreement", "none")
+CLASS_BALANCE = ("weight", "none")
+
+
+@dataclass
+class RewardConfig(TrainingArguments):
+    # TrainingArguments defaults changed: the collator needs the image reference columns, bf16 is decided per
+    # device, and runs log to TensorBoard.
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the columns the collator needs."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: where supported)."})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
+
+    init_from: str | None = field(default=None, metadata={"help": "SFT checkpoint whose backbone the RM starts from."})
+    label_store: str | None = field(default=None, metadata={"help": "Label store folder (`label pull/simulate`)."})
+    objective: str = field(
+        default="pointwise",
+        metadata={
+            "help": "pointwise: BCE on correct (1) / incorrect (0); pairwise: Bradley-Terry on (correct, incorrect) "
+            "answers to the same image and question.",
+            "choices": list(OBJECTIVES),
+        },
+    )
+    weighting: str = field(
+        default="agreement",
+        metadata={
+            "help": "agreement: weight each answer by the share of its annotators in the majority; none: 1.",
+            "choices": list(WEIGHTINGS),
+        },
+    )
+    min_agreement: float = field(default=0.0, metadata={"help": "Drop answers whose majority share is below this."})
+    class_balance: str = field(
+        default="weight",
+        metadata={"help": "weight: BCE pos_weight = #incorrect / #correct; none.", "choices": list(CLASS_BALANCE)},
+    )
+    eval_fraction: float = field(default=0.2, metadata={"help": "Share of the images held out for evaluation."})
+    min_labels: int = field(default=50, metadata={"help": "Refuse to train on fewer labelled answers than this."})
+    truth_threshold: float = field(
+        default=0.5, metadata={"help": "VQA accuracy at which a simulated row's answer is truly correct."}
+    )
+    freeze_vision: bool | None = field(default=None, metadata={"help": "Override the checkpoint's freeze flag."})
+    freeze_projector: bool | None = field(default=None, metadata={"help": "Override the checkpoint's freeze flag."})
+    freeze_language_model: bool | None = field(default=None, metadata={"help": "Override the checkpoint's flag."})
+    lora: dict | str | None = field(
+        default=None, metadata={"help": "LoRA on the language model: {r, alpha, dropout, target_modules}."}
+    )
+    cache_vision_features: bool = field(
+        default=False, metadata={"help": "Precompute the frozen tower's features once and train without it."}
+    )
+    vision_feature_cache: str = field(
+        default="~/.cache/vlm-rlhf/vision_features", metadata={"help": "Where cached vision features live."}
+    )
+
+    def __post_init__(self):
+        apply_device_defaults(self)
+        self.lora = parse_lora(self.lora)
+        for name, value, allowed in (
+            ("objective", self.objective, OBJECTIVES),
+            ("weighting", self.weighting, WEIGHTINGS),
+            ("class_balance", self.class_balance, CLASS_BALANCE),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
+        if self.cache_vision_features and self.freeze_vision is False:
+            raise ValueError("cache_vision_features needs a frozen vision tower; drop freeze_vision: false")
+        super().__post_init__()

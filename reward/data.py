@@ -1,0 +1,104 @@
+"""Reward-model examples from the label store: one per labelled answer (pointwise) or per (correct, incorrect)
+pair of answers to one image and question (pairwise), split by image so no image is on both sides.
+
+Each answer's label is its annotators' majority verdict (`vlm.label_store.aggregate_verdicts`); `unsure` answers
+(majority unsure, or a tie) are not trained on. With `weighting: agreement` an answer weighs the share of its
+annotators in the majority (3 of 3: 1.0, 2 of 3: 0.67), so conflicting labels count less; `min_agreement` drops
+them instead. Simulated rows carry the answer's VQA accuracy, from which the true correctness is kept for
+evaluation (`truth`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from vlm.data.errors import DataError
+from vlm.label_store import LabelStore, aggregate_verdicts
+
+
+def _image_side(image: str, eval_fraction: float, seed: int) -> str:
+    """A seeded draw per image (not per answer), so both sides never share an image; keyed by the file name, so
+    the split is the same wherever the data folder lives."""
+    digest = hashlib.sha256(f"{seed}:{Path(image).name}".encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
+
+
+def labelled_answers(store: str, cfg) -> list[dict]:
+    """One row per answer with a decided majority verdict: image, question, answer, label (1 correct / 0
+    incorrect), weight, agreement, annotators, and `truth` where the rows carry VQA accuracy (simulated)."""
+    latest = LabelStore(store).latest()
+    if not latest:
+        raise DataError(f"label store {store} holds no labels")
+    truth = {}
+    for row in latest:
+        if row.get("vqa_accuracy") is not None:
+            truth[row["answer_id"]] = int(row["vqa_accuracy"] >= cfg.truth_threshold)
+    rows = []
+    for answer_id, agg in aggregate_verdicts(latest).items():
+        rows.append(
+            {
+                "answer_id": answer_id,
+                "image": agg["image"],
+                "question_id": agg["question_id"],
+                "question": agg["question"],
+                "answer": agg["answer"],
+                "verdict": agg["verdict"],
+                "label": {"correct": 1, "incorrect": 0}.get(agg["verdict"], -1),
+                "agreement": agg["agreement"],
+                "weight": agg["agreement"] if cfg.weighting == "agreement" else 1.0,
+                "annotators": agg["annotators"],
+                "truth": truth.get(answer_id, -1),
+                "side": _image_side(agg["image"], cfg.eval_fraction, cfg.seed),
+            }
+        )
+    return rows
+
+
+def check_trainable(rows: list[dict], cfg, store: str) -> list[dict]:
+    """The decided, agreed-enough rows; refuses too few labels or a single class with a clear message."""
+    decided = [r for r in rows if r["label"] >= 0 and r["agreement"] >= cfg.min_agreement]
+    if len(decided) < cfg.min_labels:
+        raise DataError(
+            f"label store {store}: {len(decided)} answers with a decided verdict (of {len(rows)} labelled), "
+            f"fewer than min_labels={cfg.min_labels}; label more answers or lower min_labels"
+        )
+    classes = {r["label"] for r in decided}
+    if len(classes) < 2:
+        only = "correct" if classes == {1} else "incorrect"
+        raise DataError(
+            f"label store {store}: every decided answer is {only}; a reward model needs both correct and "
+            "incorrect answers"
+        )
+    for side in ("train", "eval"):
+        if not any(r["side"] == side for r in decided):
+            raise DataError(f"label store {store}: no {side} image after the split; change eval_fraction or seed")
+    return decided
+
+
+def answer_pairs(rows: list[dict], seed: int) -> list[dict]:
+    """(chosen = a correct answer, rejected = an incorrect one) for every image and question that has both; each
+    pair weighs the smaller of its two answers' weights."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["image"], r["question"])].append(r)
+    pairs = []
+    for (image, question), group in sorted(groups.items()):
+        good = [r for r in group if r["label"] == 1]
+        bad = [r for r in group if r["label"] == 0]
+        for chosen, rejected in itertools.product(good, bad):
+            pairs.append(
+                {
+                    "image": image,
+                    "question": question,
+                    "chosen": chosen["answer"],
+                    "rejected": rejected["answer"],
+                    "weight": min(chosen["weight"], rejected["weight"]),
+                    "side": chosen["side"],
+                }
+            )
+    random.Random(seed).shuffle(pairs)
+    return pairs

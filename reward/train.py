@@ -1,0 +1,193 @@
+"""`vlm-rlhf reward train --config configs/<setup>/reward.yaml` (also `accelerate launch -m reward train ...`).
+
+A `VLMForSequenceClassification` starts from the SFT checkpoint (its backbone weights, a new scalar head) and
+learns P(correct | image, question, answer) from the label store. Labels are split by image; after training the
+held-out answers are scored and `summary.json` (label counts, class balance, held-out accuracy at 0.5, ROC-AUC,
+ECE, the score gap, agreement with the true correctness where simulated rows know it, pair accuracy) and
+`reliability.png` are written next to the model. An interrupted run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import AutoProcessor, set_seed
+
+from reward.config import RewardConfig
+from reward.data import answer_pairs, check_trainable, labelled_answers
+from reward.metrics import binary_metrics, reliability_diagram
+from reward.trainer import RewardCollator, RewardModelTrainer
+from vlm.adaptation import apply_freeze_overrides, language_model_lora, trainable_parameters
+from vlm.builder import is_vlm_checkpoint
+from vlm.config_parsing import parse_config
+from vlm.data.images import load_image
+from vlm.feature_bank import build_feature_bank
+from vlm.io import atomic_write_json
+from vlm.modeling_vlm import VLMForSequenceClassification
+from vlm.reward_scoring import score_answers
+from vlm.training import save_final, train_resumably
+
+logger = logging.getLogger(__name__)
+SUMMARY = "summary.json"
+RELIABILITY = "reliability.png"
+
+
+def is_complete(output_dir: str | Path) -> bool:
+    return (Path(output_dir) / SUMMARY).is_file()
+
+
+def _datasets(cfg: RewardConfig, rows: list[dict], bank):
+    train_rows = [r for r in rows if r["side"] == "train"]
+    if cfg.objective == "pairwise":
+        train_rows = answer_pairs(train_rows, cfg.seed)
+        if not train_rows:
+            raise ValueError(
+                "pairwise: no image and question in the training labels has both a correct and an "
+                "incorrect answer; sample more answers per question or use objective: pointwise"
+            )
+    train = Dataset.from_list(train_rows)
+    if bank is not None:
+        train = train.add_column("image_row", bank.rows(list(train["image"])))
+    return train
+
+
+def build_trainer(cfg: RewardConfig) -> tuple[RewardModelTrainer, list[dict], dict]:
+    if not cfg.init_from or not cfg.label_store:
+        raise ValueError("reward train needs --init_from SFT_CHECKPOINT and --label_store LABELS_FOLDER")
+    if not is_vlm_checkpoint(cfg.init_from):
+        raise ValueError(f"{cfg.init_from} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
+    set_seed(cfg.seed)
+    rows = check_trainable(labelled_answers(cfg.label_store, cfg), cfg, cfg.label_store)
+    model = VLMForSequenceClassification.from_pretrained(cfg.init_from)
+    processor = AutoProcessor.from_pretrained(cfg.init_from)
+    apply_freeze_overrides(model, cfg.freeze_vision, cfg.freeze_projector, cfg.freeze_language_model)
+    bank = None
+    if cfg.cache_vision_features:
+        with cfg.main_process_first(desc="vision feature cache"):
+            bank = build_feature_bank(
+                model, processor, sorted({r["image"] for r in rows}), Path(cfg.vision_feature_cache).expanduser()
+            )
+    train = _datasets(cfg, rows, bank)
+    labels = [r["label"] for r in rows if r["side"] == "train"]
+    positives, negatives = sum(labels), len(labels) - sum(labels)
+    pos_weight = negatives / positives if cfg.class_balance == "weight" and cfg.objective == "pointwise" else None
+    peft_config = language_model_lora(cfg.lora, model.config, task_type="SEQ_CLS") if cfg.lora else None
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        peft_config.modules_to_save = (peft_config.modules_to_save or []) + ["score"]
+        model = get_peft_model(model, peft_config)
+    trainer = RewardModelTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=train,
+        data_collator=RewardCollator(processor, cfg.objective, bank),
+        processing_class=processor,
+        objective=cfg.objective,
+        pos_weight=pos_weight,
+    )
+    balance = {"train_correct": positives, "train_incorrect": negatives, "pos_weight": pos_weight}
+    trainable, total = trainable_parameters(trainer.model)
+    logger.info(
+        "reward model: training %.2fM of %.2fM parameters on %d %s examples (%d correct / %d incorrect answers)",
+        trainable / 1e6, total / 1e6, len(train), cfg.objective, positives, negatives,
+    )  # fmt: skip
+    return trainer, rows, balance
+
+
+def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig, bank=None) -> tuple[dict, np.ndarray]:
+    """Score the held-out answers (images never trained on) and measure them against their labels, against the
+    true correctness where known, and as pairs."""
+    held_out = [r for r in rows if r["side"] == "eval"]
+    images = [load_image(r["image"], f"answer {r['answer_id']}") for r in held_out]
+    model.eval()
+    logits = score_answers(
+        model, processor, images, [r["question"] for r in held_out], [r["answer"] for r in held_out],
+        batch_size=cfg.per_device_eval_batch_size,
+    ).numpy()  # fmt: skip
+    labels = np.array([r["label"] for r in held_out])
+    metrics = {"labels": binary_metrics(logits, labels)}
+    known = np.array([r["truth"] >= 0 for r in held_out])
+    if known.any():
+        truth = np.array([r["truth"] for r in held_out])[known]
+        metrics["truth"] = binary_metrics(logits[known], truth)
+    index = {r["answer_id"]: i for i, r in enumerate(held_out)}
+    by_text = {(r["image"], r["question"], r["answer"]): index[r["answer_id"]] for r in held_out}
+    pairs = answer_pairs(held_out, cfg.seed)
+    if pairs:
+        wins = [
+            logits[by_text[(p["image"], p["question"], p["chosen"])]]
+            > logits[by_text[(p["image"], p["question"], p["rejected"])]]
+            for p in pairs
+        ]
+        metrics["pairs"] = {"pairs": len(pairs), "accuracy": float(np.mean(wins))}
+    return metrics, logits
+
+
+def train(cfg: RewardConfig) -> Path:
+    if is_complete(cfg.output_dir):
+        raise FileExistsError(f"{cfg.output_dir} already holds a finished reward model ({SUMMARY}); choose another")
+    started = time.time()
+    trainer, rows, balance = build_trainer(cfg)
+    out = Path(cfg.output_dir)
+    result, last = train_resumably(trainer, out)
+    if save_final(trainer, out, merge_lora=bool(cfg.lora)):
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if cfg.lora:
+            model = VLMForSequenceClassification.from_pretrained(out)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        metrics, logits = evaluate_held_out(model.to(device), trainer.processing_class, rows, cfg)
+        trainer.log({f"held_out/{k}": v for k, v in metrics["labels"].items() if isinstance(v, float)})
+        held_out = [r for r in rows if r["side"] == "eval"]
+        reliability_diagram(
+            logits, np.array([r["label"] for r in held_out]), out / RELIABILITY,
+            f"reward model, {len(held_out)} held-out answers (ECE {metrics['labels']['ece']:.3f})",
+        )  # fmt: skip
+        atomic_write_json(
+            out / SUMMARY, _summary(cfg, trainer, rows, balance, metrics, result, last, time.time() - started), indent=2
+        )
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def _summary(cfg, trainer, rows, balance, metrics, result, resumed_from, seconds) -> dict:
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    trainable, total = trainable_parameters(trainer.model)
+    return {
+        "init_from": cfg.init_from,
+        "label_store": cfg.label_store,
+        "objective": cfg.objective,
+        "weighting": cfg.weighting,
+        "labels": {
+            "answers": len(rows),
+            "train_answers": sum(r["side"] == "train" for r in rows),
+            "held_out_answers": sum(r["side"] == "eval" for r in rows),
+            "train_images": len({r["image"] for r in rows if r["side"] == "train"}),
+            "held_out_images": len({r["image"] for r in rows if r["side"] == "eval"}),
+            "train_examples": len(trainer.train_dataset),
+            **balance,
+        },
+        "held_out": metrics,
+        "steps": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "train_runtime_s": round(result.metrics.get("train_runtime", seconds), 1),
+        "seconds": round(seconds, 1),
+        "resumed_from": resumed_from,
+        "trainable_parameters": trainable,
+        "parameters": total,
+        "lora": cfg.lora,
+        "cache_vision_features": cfg.cache_vision_features,
+        "world_size": trainer.accelerator.num_processes,
+        "reliability_diagram": RELIABILITY,
+    }
+
+
+def main(argv=None) -> Path:
+    (cfg,) = parse_config((RewardConfig,), argv, prog="vlm-rlhf reward train")
+    return train(cfg)

@@ -1,0 +1,210 @@
+"""Stage 3: the reward model learns from the label store, sees the image, refuses bad label sets, scores answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reward.config import RewardConfig
+from reward.data import answer_pairs, check_trainable, labelled_answers
+from reward.metrics import binary_metrics, expected_calibration_error
+from reward.score import ScoreConfig, load_reward_model, score
+from reward.train import train
+from vlm.answers import answer_id, read_answers, write_answers
+from vlm.cli import main
+from vlm.data.errors import DataError
+from vlm.data.images import load_image
+from vlm.data.vqa import load_vqa
+from vlm.label_store import LabelStore
+from vlm.reward_scoring import score_answers
+
+# A simple rule the labels follow: an even count is correct, an odd one is not, whatever the image.
+RULE = {"2": "correct", "4": "correct", "1": "incorrect", "3": "incorrect"}
+
+
+def _labels(store, synthetic_data, rule=RULE, annotators=("ann1", "ann2"), verdict_of=None) -> list[dict]:
+    rows = []
+    for q in load_vqa(synthetic_data, "train2014"):
+        for text, verdict in rule.items():
+            key = answer_id(q["image_path"], q["question"], text, "test")
+            for who in annotators:
+                v = verdict_of(who, verdict) if verdict_of else verdict
+                rows.append(
+                    {
+                        "annotation_id": f"simulated/{who}/{key}",
+                        "answer_id": key,
+                        "verdict": v,
+                        "annotator": who,
+                        "source": "simulated",
+                        "image": q["image_path"],
+                        "question_id": q["question_id"],
+                        "question": q["question"],
+                        "answer": text,
+                        "vqa_accuracy": 1.0 if verdict == "correct" else 0.0,
+                    }
+                )
+    return LabelStore(store).append(rows)
+
+
+def _config(tiny_checkpoint, store, out, **overrides) -> RewardConfig:
+    settings = dict(
+        init_from=str(tiny_checkpoint),
+        label_store=str(store),
+        output_dir=str(out),
+        learning_rate=1e-3,
+        num_train_epochs=6,
+        per_device_train_batch_size=8,
+        logging_steps=2,
+        save_strategy="no",
+        report_to="none",
+        eval_fraction=0.25,
+        min_labels=20,
+        disable_tqdm=True,
+        seed=0,
+    )
+    return RewardConfig(**(settings | overrides))
+
+
+@pytest.fixture(scope="module")
+def trained_rm(tiny_checkpoint, synthetic_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rm")
+    _labels(root / "labels", synthetic_data)
+    out = train(_config(tiny_checkpoint, root / "labels", root / "rm"))
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def test_reward_model_learns_a_simple_rule(trained_rm):
+    out, summary = trained_rm
+    held_out = summary["held_out"]["labels"]
+    assert held_out["examples"] == summary["labels"]["held_out_answers"] >= 12
+    assert held_out["majority_class_accuracy"] == pytest.approx(0.5)
+    assert held_out["accuracy"] >= 0.9  # far above the majority-class rate
+    assert held_out["roc_auc"] >= 0.95 and held_out["score_gap"] > 1.0
+    assert summary["held_out"]["truth"]["accuracy"] == held_out["accuracy"]  # labels without noise are the truth
+    assert summary["held_out"]["pairs"]["accuracy"] >= 0.9
+    assert summary["final_loss"] < summary["first_loss"]
+    assert summary["labels"]["pos_weight"] == pytest.approx(
+        summary["labels"]["train_incorrect"] / summary["labels"]["train_correct"]
+    )
+    assert (out / "reliability.png").stat().st_size > 1000
+    assert (out / "config.json").is_file() and "VLMForSequenceClassification" in (out / "config.json").read_text()
+
+
+def test_the_score_depends_on_the_image(tiny_checkpoint, synthetic_data, tmp_path):
+    """Labels that only the image can explain (the same question and answer everywhere; correct on half of the
+    images) are learned on the training images: the image reaches the score, in training and in scoring."""
+    images = sorted(set(load_vqa(synthetic_data, "train2014")["image_path"]))
+    correct_images = set(images[::2])
+    rows = []
+    for image in images:
+        key = answer_id(image, "How many objects are there?", "2", "test")
+        verdict = "correct" if image in correct_images else "incorrect"
+        rows.append(
+            {"annotation_id": f"simulated/a/{key}", "answer_id": key, "verdict": verdict, "annotator": "a",
+             "source": "simulated", "image": image, "question_id": 0, "question": "How many objects are there?",
+             "answer": "2"}
+        )  # fmt: skip
+    LabelStore(tmp_path / "labels").append(rows)
+    cfg = _config(tiny_checkpoint, tmp_path / "labels", tmp_path / "rm", min_labels=4, num_train_epochs=60)
+    cfg.learning_rate = 3e-4
+    out = train(cfg)
+    model, processor = load_reward_model(out)
+    train_images = [r["image"] for r in labelled_answers(str(tmp_path / "labels"), cfg) if r["side"] == "train"]
+    scores = score_answers(
+        model, processor, [load_image(p) for p in train_images], ["How many objects are there?"] * len(train_images),
+        ["2"] * len(train_images),
+    )  # fmt: skip
+    assert len(train_images) >= 4 and scores.std() > 0.5
+    accuracy = np.mean([(s > 0) == (p in correct_images) for s, p in zip(scores.tolist(), train_images)])
+    assert accuracy >= 0.85  # chance is 0.5: the answer and question are the same on every image
+
+
+def test_labels_are_split_by_image_weighted_and_filtered(synthetic_data, tmp_path):
+    def two_against_one(who, verdict):  # ann3 always disagrees: every answer is 2 against 1
+        return ("incorrect" if verdict == "correct" else "correct") if who == "ann3" else verdict
+
+    _labels(tmp_path / "labels", synthetic_data, annotators=("ann1", "ann2", "ann3"), verdict_of=two_against_one)
+    cfg = RewardConfig(output_dir=str(tmp_path / "x"), eval_fraction=0.3, min_labels=10, report_to="none")
+    rows = labelled_answers(str(tmp_path / "labels"), cfg)
+    train_images = {r["image"] for r in rows if r["side"] == "train"}
+    eval_images = {r["image"] for r in rows if r["side"] == "eval"}
+    assert train_images and eval_images and not train_images & eval_images
+    assert all(r["weight"] == pytest.approx(2 / 3) and r["label"] == (RULE[r["answer"]] == "correct") for r in rows)
+    cfg.min_agreement = 0.9  # conflicting labels dropped instead of down-weighted
+    with pytest.raises(DataError, match="0 answers with a decided verdict"):
+        check_trainable(rows, cfg, "store")
+    pairs = answer_pairs(rows, seed=0)
+    assert len(pairs) == 4 * len({(r["image"], r["question"]) for r in rows})  # 2 correct x 2 incorrect each
+    assert all(RULE[p["chosen"]] == "correct" and RULE[p["rejected"]] == "incorrect" for p in pairs)
+
+
+def test_unsure_and_ties_are_not_trained_on(synthetic_data, tmp_path):
+    def split_vote(who, verdict):
+        return verdict if who == "ann1" else ("unsure" if verdict == "correct" else "correct")
+
+    _labels(tmp_path / "labels", synthetic_data, verdict_of=split_vote)  # every answer is a tie: unsure
+    cfg = RewardConfig(output_dir=str(tmp_path / "x"), min_labels=10, report_to="none")
+    rows = labelled_answers(str(tmp_path / "labels"), cfg)
+    assert {r["verdict"] for r in rows} == {"unsure"}
+    with pytest.raises(DataError, match="0 answers with a decided verdict"):
+        check_trainable(rows, cfg, "store")
+
+
+def test_refuses_one_class_or_too_few_labels(tiny_checkpoint, synthetic_data, tmp_path):
+    _labels(tmp_path / "one", synthetic_data, rule={"2": "correct", "4": "correct"})
+    with pytest.raises(DataError, match="every decided answer is correct; a reward model needs both"):
+        train(_config(tiny_checkpoint, tmp_path / "one", tmp_path / "rm1"))
+    _labels(tmp_path / "few", synthetic_data, rule={"2": "correct", "1": "incorrect"})
+    decided = 2 * len(load_vqa(synthetic_data, "train2014"))
+    with pytest.raises(DataError, match=f"{decided} answers with a decided verdict .* fewer than min_labels=10000"):
+        train(_config(tiny_checkpoint, tmp_path / "few", tmp_path / "rm2", min_labels=10000))
+    argv = ["reward", "train", "--init_from", str(tiny_checkpoint), "--label_store", str(tmp_path / "empty")]
+    assert main(argv + ["--output_dir", str(tmp_path / "rm3"), "--report_to", "none"]) == 2
+    assert not (tmp_path / "rm3" / "summary.json").exists()
+
+
+def test_pairwise_objective_ranks_correct_above_incorrect(tiny_checkpoint, synthetic_data, tmp_path):
+    _labels(tmp_path / "labels", synthetic_data)
+    out = train(_config(tiny_checkpoint, tmp_path / "labels", tmp_path / "rm", objective="pairwise"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["objective"] == "pairwise" and summary["labels"]["pos_weight"] is None
+    assert summary["labels"]["train_examples"] == summary["labels"]["train_answers"]  # 4 answers, 2 x 2 pairs
+    assert summary["final_loss"] < summary["first_loss"]
+    assert summary["held_out"]["pairs"]["accuracy"] >= 0.9
+    assert summary["held_out"]["labels"]["roc_auc"] >= 0.9
+
+
+def test_reward_score_adds_rewards_to_answers(trained_rm, synthetic_data, tmp_path):
+    questions = load_vqa(synthetic_data, "val2014")
+    records = [
+        {"answer_id": f"a{i}", "image": q["image_path"], "question_id": q["question_id"], "question": q["question"],
+         "answer": text}
+        for i, (q, text) in enumerate(zip(questions, ["2", "1", "4", "3", "2", "3"]))
+    ]  # fmt: skip
+    write_answers(tmp_path / "answers.jsonl", records)
+    argv = ["reward", "score", "--model", str(trained_rm[0]), "--answers", str(tmp_path / "answers.jsonl")]
+    assert main(argv + ["--batch_size", "4"]) == 0
+    scored = read_answers(tmp_path / "answers.jsonl")
+    assert [r["answer_id"] for r in scored] == [r["answer_id"] for r in records]
+    for r in scored:
+        assert r["p_correct"] == pytest.approx(1 / (1 + np.exp(-r["reward"])), abs=1e-6)
+        assert r["reward_model"] == str(trained_rm[0].resolve())
+        assert (r["p_correct"] >= 0.5) == (RULE[r["answer"]] == "correct")
+    summary = score(
+        ScoreConfig(model=str(trained_rm[0]), answers=str(tmp_path / "answers.jsonl"), out=str(tmp_path / "o.jsonl"))
+    )
+    assert summary["answers"] == 6 and summary["predicted_correct"] == 3
+
+
+def test_calibration_metrics_on_a_hand_made_table():
+    p = np.array([0.05, 0.15, 0.95, 0.85])
+    y = np.array([0, 1, 1, 1])
+    # bins: [0.0,0.1) holds 0.05 with y 0 -> |0 - .05|; [0.1,0.2) 0.15 with y 1 -> .85; [0.8,0.9) .85 -> .15;
+    # [0.9,1.0] .95 -> .05: ECE = (.05 + .85 + .15 + .05) / 4
+    assert expected_calibration_error(p, y) == pytest.approx(1.1 / 4)
+    logits = np.log(p / (1 - p))
+    metrics = binary_metrics(logits, y)
+    assert metrics["accuracy"] == pytest.approx(0.75) and metrics["roc_auc"] == pytest.approx(1.0)
+    assert metrics["majority_class_accuracy"] == pytest.approx(0.75)

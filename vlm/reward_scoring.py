@@ -1,0 +1,41 @@
+"""What the reward model reads and how it scores: one text format and one batched scoring function, used by reward
+training, `reward score`, and PPO (which scores its rollouts with the same text).
+
+The reward model is `VLMForSequenceClassification` with one output: a logit of P(correct | image, question,
+answer), read at the last attended token, the EOS after the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from vlm.generation import vqa_prompt
+
+
+def reward_text(question: str, answer: str, eos_token: str) -> str:
+    """`Q: <image> {question} A: {answer}<eos>`: the SFT format with the answer filled in."""
+    return f"{vqa_prompt(question)} {answer.strip()}{eos_token}"
+
+
+def reward_inputs(processor, images: Sequence[Image.Image | torch.Tensor], questions, answers) -> dict:
+    """Model inputs for a batch (right-padded); an image may be its cached vision features."""
+    texts = [reward_text(q, a, processor.tokenizer.eos_token) for q, a in zip(questions, answers)]
+    processor.tokenizer.padding_side = "right"
+    return processor(images=[[image] for image in images], text=texts, padding=True, return_tensors="pt")
+
+
+@torch.no_grad()
+def score_answers(model, processor, images, questions, answers, batch_size: int = 32) -> torch.Tensor:
+    """The reward model's logit for each (image, question, answer), float32 on the CPU; sigmoid gives P(correct)."""
+    if not len(images) == len(questions) == len(answers):
+        raise ValueError(f"got {len(images)} images, {len(questions)} questions and {len(answers)} answers")
+    scores = []
+    for start in range(0, len(answers), batch_size):
+        end = start + batch_size
+        inputs = reward_inputs(processor, images[start:end], questions[start:end], answers[start:end])
+        logits = model(**inputs.to(model.device)).logits
+        scores.append(logits[:, 0].float().cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)
