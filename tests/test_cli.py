@@ -9,6 +9,7 @@ import yaml
 from transformers import CLIPConfig, CLIPModel, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from reward.config import RewardConfig
 from sft.config import VQASFTConfig
 from vlm.builder import load_vlm
 from vlm.cli import main
@@ -25,6 +26,7 @@ CONFIG_TYPES = {
     "model.yaml": (InitModelConfig, TinyPreset),
     "sft.yaml": (VQASFTConfig,),
     "sft-projector.yaml": (VQASFTConfig,),
+    "reward.yaml": (RewardConfig,),
 }
 
 
