@@ -8,9 +8,10 @@ message saying so, and re-running it later picks up where it stopped (push adds 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from labeling.generate import GenerateConfig, generate
@@ -19,6 +20,7 @@ from labeling.push import PushConfig, push
 from labeling.simulate import SimulateConfig, simulate
 from vlm.answers import read_answers
 from vlm.data.errors import ServiceError
+from vlm.io import atomic_write_json
 from vlm.label_store import LabelStore, label_stats
 
 logger = logging.getLogger(__name__)
@@ -91,7 +93,12 @@ def run_labeling(
     plan: LabelingPlan, model: Path, data_dir: Path, split: str, out: Path, label_studio: dict | None
 ) -> dict:
     """Answers in `out/answers.jsonl` (kept once written), labels in the store `out/store`."""
-    answers_file, store = out / "answers.jsonl", out / "store"
+    answers_file, store, plan_file = out / "answers.jsonl", out / "store", out / "plan.json"
+    if plan_file.is_file() and json.loads(plan_file.read_text()) != asdict(plan):
+        raise ValueError(
+            f"{out} holds answers and labels made with other labeling settings ({plan_file}); "
+            "remove that folder to start the labels again, or choose another output_dir"
+        )
     if not answers_file.is_file():
         generate(
             GenerateConfig(
@@ -106,6 +113,7 @@ def run_labeling(
                 seed=plan.seed,
             )
         )
+        atomic_write_json(plan_file, asdict(plan), indent=2)
     if label_studio:
         source = _from_label_studio(LabelStudioSettings.from_config(label_studio), answers_file, store, data_dir)
     else:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -208,3 +211,22 @@ def test_calibration_metrics_on_a_hand_made_table():
     metrics = binary_metrics(logits, y)
     assert metrics["accuracy"] == pytest.approx(0.75) and metrics["roc_auc"] == pytest.approx(1.0)
     assert metrics["majority_class_accuracy"] == pytest.approx(0.75)
+
+
+def test_two_process_accelerate_launch_on_cpu(tiny_checkpoint, synthetic_data, tmp_path):
+    """A real `accelerate launch -m reward train` with 2 gloo processes: one model, one summary, world size 2."""
+    _labels(tmp_path / "labels", synthetic_data)
+    out = tmp_path / "2p"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "reward", "train"]
+    flags = ["--init_from", str(tiny_checkpoint), "--label_store", str(tmp_path / "labels"), "--output_dir", str(out)]
+    flags += ["--max_steps", "4", "--per_device_train_batch_size", "4", "--min_labels", "20", "--report_to", "none"]
+    flags += ["--save_strategy", "no", "--logging_steps", "1", "--cache_vision_features", "true"]
+    flags += ["--vision_feature_cache", str(tmp_path / "cache")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(launch + flags, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert summary["held_out"]["labels"]["examples"] == summary["labels"]["held_out_answers"]
+    assert (out / "model.safetensors").is_file()
