@@ -194,6 +194,9 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert main(argv) == 0  # resumes: data, models and evaluation are reused, not rebuilt
     assert [w.stat().st_mtime_ns for w in weights] == stamps
     assert json.loads((tmp_path / "run/pipeline.json").read_text())["eval"] == summary["eval"]
+    changed = argv[: argv.index("--label_questions")] + ["--label_questions", "13", "--label_samples", "3"]
+    assert main(changed) == 2  # labels made with other settings are not silently mixed with new ones
+    assert "holds answers and labels made with other labeling settings" in capsys.readouterr().err
 
 
 def test_unknown_command(capsys):
