@@ -30,7 +30,7 @@ from vlm.feature_bank import build_feature_bank
 from vlm.io import atomic_write_json
 from vlm.modeling_vlm import VLMForSequenceClassification
 from vlm.reward_scoring import score_answers
-from vlm.training import save_final, train_resumably
+from vlm.training import run_facts, save_final, train_resumably
 
 logger = logging.getLogger(__name__)
 SUMMARY = "summary.json"
@@ -156,8 +156,6 @@ def train(cfg: RewardConfig) -> Path:
 
 
 def _summary(cfg, trainer, rows, balance, metrics, result, resumed_from, seconds) -> dict:
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    trainable, total = trainable_parameters(trainer.model)
     return {
         "init_from": cfg.init_from,
         "label_store": cfg.label_store,
@@ -173,17 +171,8 @@ def _summary(cfg, trainer, rows, balance, metrics, result, resumed_from, seconds
             **balance,
         },
         "held_out": metrics,
-        "steps": trainer.state.global_step,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": losses[-1] if losses else None,
         "train_runtime_s": round(result.metrics.get("train_runtime", seconds), 1),
-        "seconds": round(seconds, 1),
-        "resumed_from": resumed_from,
-        "trainable_parameters": trainable,
-        "parameters": total,
-        "lora": cfg.lora,
-        "cache_vision_features": cfg.cache_vision_features,
-        "world_size": trainer.accelerator.num_processes,
+        **run_facts(cfg, trainer, resumed_from, seconds),
         "reliability_diagram": RELIABILITY,
     }
 

@@ -23,7 +23,7 @@ from vlm.config_parsing import parse_config
 from vlm.data.vqa import load_vqa
 from vlm.feature_bank import build_feature_bank
 from vlm.io import atomic_write_json
-from vlm.training import save_final, train_resumably
+from vlm.training import run_facts, save_final, train_resumably
 
 logger = logging.getLogger(__name__)
 SUMMARY = "summary.json"
@@ -90,11 +90,9 @@ def run_training(trainer: SFTTrainer, cfg: VQASFTConfig) -> Path:
 
 
 def _summary(cfg: VQASFTConfig, trainer: SFTTrainer, result, resumed_from, seconds: float) -> dict:
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
     runtime = result.metrics.get("train_runtime", seconds)
     tokens = trainer._total_train_tokens  # counted by SFTTrainer per batch (attended tokens, image tokens included)
-    trainable, total = trainable_parameters(trainer.model)
     return {
         "init_from": cfg.init_from,
         "data": {
@@ -105,21 +103,12 @@ def _summary(cfg: VQASFTConfig, trainer: SFTTrainer, result, resumed_from, secon
             "eval_questions": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
             "answer": cfg.answer,
         },
-        "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 3),
-        "first_loss": losses[0] if losses else None,
-        "final_loss": losses[-1] if losses else None,
         "final_eval_loss": evals[-1] if evals else None,
         "train_runtime_s": round(runtime, 1),
         "tokens": int(tokens),
         "tokens_per_second": round(tokens / runtime, 1) if runtime else None,
-        "seconds": round(seconds, 1),
-        "resumed_from": resumed_from,
-        "trainable_parameters": trainable,
-        "parameters": total,
-        "lora": cfg.lora,
-        "cache_vision_features": cfg.cache_vision_features,
-        "world_size": trainer.accelerator.num_processes,
+        **run_facts(cfg, trainer, resumed_from, seconds),
     }
 
 

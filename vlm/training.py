@@ -31,3 +31,24 @@ def save_final(trainer, output_dir: str | Path, merge_lora: bool) -> bool:
         model.save_pretrained(output_dir)
         trainer.processing_class.save_pretrained(output_dir)
     return writer
+
+
+def run_facts(cfg, trainer, resumed_from, seconds: float) -> dict:
+    """The part of a stage's `summary.json` that every training run has: steps, first and last logged loss,
+    time, resumption, trainable parameters, LoRA, cached features, world size."""
+    from vlm.adaptation import trainable_parameters
+
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    trainable, total = trainable_parameters(trainer.model)
+    return {
+        "steps": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "seconds": round(seconds, 1),
+        "resumed_from": resumed_from,
+        "trainable_parameters": trainable,
+        "parameters": total,
+        "lora": cfg.lora,
+        "cache_vision_features": cfg.cache_vision_features,
+        "world_size": trainer.accelerator.num_processes,
+    }
