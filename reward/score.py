@@ -5,6 +5,7 @@ every answer record, added as `reward` (the logit), `p_correct` (its sigmoid) an
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,12 @@ class ScoreConfig:
 def load_reward_model(path: str | Path):
     if not is_vlm_checkpoint(path):
         raise ValueError(f"{path} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
+    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    if "VLMForSequenceClassification" not in architectures:
+        raise ValueError(
+            f"{path} is a {', '.join(architectures) or 'VLM'} checkpoint, not a reward model "
+            "(`vlm-rlhf reward train` writes one); scoring with an untrained head would mean nothing"
+        )
     model = VLMForSequenceClassification.from_pretrained(path, dtype=torch.bfloat16 if bf16_available() else None)
     if model.config.num_labels != 1:
         raise ValueError(f"{path} has {model.config.num_labels} outputs; a reward model has one")

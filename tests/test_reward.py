@@ -179,7 +179,7 @@ def test_pairwise_objective_ranks_correct_above_incorrect(tiny_checkpoint, synth
     assert summary["held_out"]["labels"]["roc_auc"] >= 0.9
 
 
-def test_reward_score_adds_rewards_to_answers(trained_rm, synthetic_data, tmp_path):
+def test_reward_score_adds_rewards_to_answers(trained_rm, tiny_checkpoint, synthetic_data, tmp_path):
     questions = load_vqa(synthetic_data, "val2014")
     records = [
         {"answer_id": f"a{i}", "image": q["image_path"], "question_id": q["question_id"], "question": q["question"],
