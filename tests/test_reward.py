@@ -230,3 +230,27 @@ def test_two_process_accelerate_launch_on_cpu(tiny_checkpoint, synthetic_data, t
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert summary["held_out"]["labels"]["examples"] == summary["labels"]["held_out_answers"]
     assert (out / "model.safetensors").is_file()
+
+
+def test_lora_reward_model_trains_adapters_and_saves_a_plain_model(tiny_checkpoint, synthetic_data, tmp_path):
+    _labels(tmp_path / "labels", synthetic_data)
+    cfg = _config(
+        tiny_checkpoint, tmp_path / "labels", tmp_path / "rm", lora={"r": 4, "alpha": 8}, report_to="tensorboard",
+        num_train_epochs=3,
+    )  # fmt: skip
+    out = train(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lora"] == {"r": 4, "alpha": 8}
+    assert summary["trainable_parameters"] < summary["parameters"] / 2  # adapters, projector and head only
+    assert summary["final_loss"] < summary["first_loss"]
+    model, processor = load_reward_model(out)  # merged: a plain VLMForSequenceClassification, no adapter left
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    held_out = [r for r in labelled_answers(str(tmp_path / "labels"), cfg) if r["side"] == "eval"]
+    logits = score_answers(
+        model, processor, [load_image(r["image"]) for r in held_out], [r["question"] for r in held_out],
+        [r["answer"] for r in held_out],
+    ).numpy()  # fmt: skip
+    assert binary_metrics(logits, np.array([r["label"] for r in held_out]))["accuracy"] == pytest.approx(
+        summary["held_out"]["labels"]["accuracy"]
+    )  # the saved model is the one that was measured
+    assert list(out.glob("runs/*/events.out.tfevents.*"))  # TensorBoard logs
