@@ -8,6 +8,11 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser here); installed once, as root
+# (CI) or through sudo. A failed install does not stop `make test`: the browser test then fails saying why.
+CHROMIUM ?= /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 .PHONY: demo test lint install clean
 
 install: $(STAMP)
@@ -22,11 +27,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vlm-rlhf pipeline --config configs/demo.yaml
 
-test: $(STAMP)
+$(CHROMIUM):
+	-$(SUDO) apt-get update -qq
+	-DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache test-artifacts
