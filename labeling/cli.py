@@ -76,6 +76,13 @@ def format_stats(stats: dict) -> str:
             f"agreement:       {100 * agreement['agreement']:.1f} % of {agreement['pairs']} annotator pairs "
             f"on {agreement['items']} answers labelled more than once"
         )
+        kappas = [k["kappa"] for k in agreement["cohen_kappa"].values() if k["kappa"] is not None]
+        alpha = agreement["krippendorff_alpha"]
+        lines.append(
+            "chance-corrected: Krippendorff's alpha "
+            + ("n/a" if alpha is None else f"{alpha:.3f}")
+            + (f", Cohen's kappa {min(kappas):.3f}..{max(kappas):.3f} over {len(kappas)} pairs" if kappas else "")
+        )
     else:
         lines.append("agreement:       no answer has more than one label")
     lines.append("by annotator:")

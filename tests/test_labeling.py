@@ -13,6 +13,7 @@ from labeling.simulate import SimulateConfig, simulate, simulated_labels
 from vlm.answers import answer_id, read_answers
 from vlm.data.errors import DataError
 from vlm.data.vqa import load_vqa
+from vlm.label_agreement import cohen_kappa_by_pair, krippendorff_alpha
 from vlm.label_store import LabelStore, aggregate_verdicts, label_stats, pairwise_agreement
 from vlm.metrics import vqa_accuracy
 
@@ -99,6 +100,31 @@ def test_aggregation_majority_ties_and_agreement():
     assert stats["by_verdict"] == {"correct": 3, "incorrect": 3, "unsure": 1}
     assert stats["by_annotator"]["q"] == {"correct": 1, "incorrect": 2, "unsure": 0}
     assert stats["aggregated_by_verdict"] == {"correct": 1, "incorrect": 1, "unsure": 2}
+
+
+def test_chance_corrected_agreement_on_hand_computed_tables():
+    # Cohen's kappa, two annotators on 4 answers: p_o = 3/4, p_e = .5 * .25 + .5 * .75 = .5 -> (.75 - .5) / .5 = .5
+    a = ["correct", "correct", "incorrect", "incorrect"]
+    b = ["correct", "incorrect", "incorrect", "incorrect"]
+    rows = [_row(f"{w}{i}", f"x{i}", w, v) for w, verdicts in (("a", a), ("b", b)) for i, v in enumerate(verdicts)]
+    assert cohen_kappa_by_pair(rows) == {"a | b": {"shared": 4, "kappa": pytest.approx(0.5)}}
+    # Krippendorff's (2011) worked example: 4 coders, 12 units, missing values, nominal alpha = 0.743.
+    table = {
+        "A": "1 2 3 3 2 1 4 1 2 . . .",
+        "B": "1 2 3 3 2 2 4 1 2 5 . 3",
+        "C": ". 3 3 3 2 3 4 2 2 5 1 .",
+        "D": "1 2 3 3 2 4 4 1 2 5 1 .",
+    }
+    rows = [
+        _row(f"{coder}{unit}", f"u{unit:02d}", coder, "correct") | {"verdict": value}
+        for coder, line in table.items()
+        for unit, value in enumerate(line.split())
+        if value != "."
+    ]
+    assert krippendorff_alpha(rows) == pytest.approx(0.743, abs=5e-4)
+    assert krippendorff_alpha(rows[:1]) is None
+    pairs = cohen_kappa_by_pair(rows)
+    assert pairs["A | B"]["shared"] == 9 and pairs["C | D"]["shared"] == 10  # missing labels leave units out
 
 
 def test_answers_file_errors_name_the_line(tmp_path):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from vlm.data.errors import DataError, read_jsonl
 from vlm.io import atomic_write_text
+from vlm.label_agreement import cohen_kappa_by_pair, krippendorff_alpha
 
 VERDICTS = ("correct", "incorrect", "unsure")
 SOURCES = ("label-studio", "simulated")
@@ -152,6 +153,7 @@ def label_stats(rows: Sequence[dict]) -> dict:
         "by_verdict": {v: sum(1 for r in rows if r["verdict"] == v) for v in VERDICTS},
         "by_source": dict(Counter(r["source"] for r in rows)),
         "by_annotator": {a: {v: c[v] for v in VERDICTS} for a, c in sorted(per_annotator.items())},
-        "agreement": pairwise_agreement(rows),
+        "agreement": pairwise_agreement(rows)
+        | {"cohen_kappa": cohen_kappa_by_pair(rows), "krippendorff_alpha": krippendorff_alpha(rows)},
         "aggregated_by_verdict": {v: sum(1 for a in aggregated.values() if a["verdict"] == v) for v in VERDICTS},
     }
