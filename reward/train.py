@@ -100,7 +100,7 @@ def build_trainer(cfg: RewardConfig) -> tuple[RewardModelTrainer, list[dict], di
     return trainer, rows, balance
 
 
-def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig, bank=None) -> tuple[dict, np.ndarray]:
+def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig) -> tuple[dict, np.ndarray]:
     """Score the held-out answers (images never trained on) and measure them against their labels, against the
     true correctness where known, and as pairs."""
     held_out = [r for r in rows if r["side"] == "eval"]
