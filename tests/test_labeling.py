@@ -14,7 +14,7 @@ from vlm.answers import answer_id, read_answers
 from vlm.data.errors import DataError
 from vlm.data.vqa import load_vqa
 from vlm.label_agreement import cohen_kappa_by_pair, krippendorff_alpha
-from vlm.label_store import LabelStore, aggregate_verdicts, label_stats, pairwise_agreement
+from vlm.label_store import LOCK, LabelStore, aggregate_verdicts, label_stats, pairwise_agreement
 from vlm.metrics import vqa_accuracy
 
 
@@ -72,7 +72,32 @@ def test_store_write_interrupted_leaves_no_part(tmp_path, monkeypatch):
         store.append([_row("x/2", "a", "ann2", "correct")])
     monkeypatch.undo()
     assert len(store.parts()) == 1 and len(store.rows()) == 1
-    assert list((tmp_path / "labels").iterdir()) == store.parts()  # no temporary file left behind
+    assert not list((tmp_path / "labels").glob("*.tmp"))  # no temporary file left behind
+
+
+def _append_one(path: str, started) -> None:
+    store = LabelStore(path)
+    started.set()
+    store.append([_row("ls/1/9", "a", "ann2", "incorrect")])
+
+
+def test_a_second_writer_waits_for_the_store_lock(tmp_path):
+    import fcntl
+    import multiprocessing
+
+    store = LabelStore(tmp_path / "labels")
+    store.append([_row("ls/1/1", "a", "ann1", "correct")])
+    context = multiprocessing.get_context("spawn")
+    started = context.Event()
+    writer = context.Process(target=_append_one, args=(str(store.path), started))
+    with open(store.path / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another pull is writing
+        writer.start()
+        assert started.wait(120)  # the writer is about to append
+        writer.join(2)
+        assert writer.is_alive() and len(store.parts()) == 1  # it waits and writes nothing meanwhile
+    writer.join(60)
+    assert writer.exitcode == 0 and len(store.rows()) == 2
 
 
 def test_aggregation_majority_ties_and_agreement():

@@ -13,6 +13,7 @@ Shared by the labeling stage (writes) and the reward stage (reads `latest` and `
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import secrets
@@ -27,6 +28,7 @@ from vlm.label_agreement import cohen_kappa_by_pair, krippendorff_alpha
 
 VERDICTS = ("correct", "incorrect", "unsure")
 SOURCES = ("label-studio", "simulated")
+LOCK = ".lock"
 REQUIRED = ("annotation_id", "answer_id", "verdict", "annotator", "source")
 # What makes two versions of one annotation different (timestamps alone do not: a re-save with the same verdict
 # is not a new label).
@@ -81,22 +83,26 @@ class LabelStore:
 
     def append(self, rows: Iterable[dict]) -> list[dict]:
         """Store what is new: an unseen annotation as version 1, a changed one as its next version; rows equal to
-        the stored latest version are dropped. Returns the rows written (one part file, renamed into place)."""
-        latest = {row["annotation_id"]: row for row in self.latest()}
-        recorded_at, new = now(), []
-        for i, row in enumerate(rows):
-            row = dict(_check_row(row, f"new label row {i}"))
-            previous = latest.get(row["annotation_id"])
-            if previous is not None and all(previous.get(k) == row.get(k) for k in REVISION_FIELDS):
-                continue
-            row["version"] = previous["version"] + 1 if previous else 1
-            row.setdefault("recorded_at", recorded_at)
-            latest[row["annotation_id"]] = row
-            new.append(row)
-        if new:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            name = f"labels-{stamp}-{secrets.token_hex(3)}.jsonl"
-            atomic_write_text(self.path / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
+        the stored latest version are dropped. Returns the rows written (one part file, renamed into place).
+        Two writers (say, two pulls at once) take turns on the store's lock, so versions are never numbered twice."""
+        rows = [dict(_check_row(row, f"new label row {i}")) for i, row in enumerate(rows)]
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            latest = {row["annotation_id"]: row for row in self.latest()}
+            recorded_at, new = now(), []
+            for row in rows:
+                previous = latest.get(row["annotation_id"])
+                if previous is not None and all(previous.get(k) == row.get(k) for k in REVISION_FIELDS):
+                    continue
+                row["version"] = previous["version"] + 1 if previous else 1
+                row.setdefault("recorded_at", recorded_at)
+                latest[row["annotation_id"]] = row
+                new.append(row)
+            if new:
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                name = f"labels-{stamp}-{secrets.token_hex(3)}.jsonl"
+                atomic_write_text(self.path / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
         return new
 
 
