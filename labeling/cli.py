@@ -17,19 +17,6 @@ class StatsConfig:
     json: bool = field(default=False, metadata={"help": "Print the statistics as JSON."})
 
 
-def _with_positional(types, argv, prog: str, name: str):
-    """Parse `types`, also taking the file as a bare argument (`label push ... answers.jsonl`)."""
-    from trl import TrlParser
-
-    argv = list(argv or [])
-    parser = TrlParser(list(types), prog=prog)
-    parser.add_argument(f"{name}_file", nargs="?", default=None, help=f"same as --{name}")
-    *configs, extra = parser.parse_args_and_config(args=argv)
-    if getattr(extra, f"{name}_file"):
-        setattr(configs[0], name, getattr(extra, f"{name}_file"))
-    return configs[0]
-
-
 def generate_main(argv):
     from labeling.generate import GenerateConfig, generate
 
@@ -40,7 +27,8 @@ def generate_main(argv):
 def push_main(argv):
     from labeling.push import PushConfig, push
 
-    return push(_with_positional((PushConfig,), argv, "vlm-rlhf label push", "answers"))
+    (cfg,) = parse_config((PushConfig,), argv, prog="vlm-rlhf label push", positional="answers")
+    return push(cfg)
 
 
 def pull_main(argv):

@@ -25,7 +25,11 @@ def resolve_config_path(path: str) -> str:
     raise FileNotFoundError(f"config file {path} not found (nor in the installed configs/ package)")
 
 
-def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None, prog: str | None = None) -> tuple:
+def parse_config(
+    dataclass_types: Sequence[type], argv: Sequence[str] | None, prog: str | None = None, positional: str | None = None
+) -> tuple:
+    """Parse `argv` into the dataclasses. `positional` names a field of the first one that may also be given as a
+    bare argument (`label push ... answers.jsonl`)."""
     argv = list(argv or [])
     if "--config" in argv:
         i = argv.index("--config")
@@ -33,4 +37,10 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None, pr
             raise ValueError("--config needs a YAML file path")
         argv[i + 1] = resolve_config_path(argv[i + 1])
     parser = TrlParser(list(dataclass_types), prog=prog)
-    return parser.parse_args_and_config(args=argv)
+    if positional is None:
+        return parser.parse_args_and_config(args=argv)
+    parser.add_argument(f"{positional}_file", nargs="?", default=None, help=f"same as --{positional}")
+    *configs, extra = parser.parse_args_and_config(args=argv)
+    if getattr(extra, f"{positional}_file"):
+        setattr(configs[0], positional, getattr(extra, f"{positional}_file"))
+    return tuple(configs)
