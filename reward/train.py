@@ -100,11 +100,14 @@ def build_trainer(cfg: RewardConfig) -> tuple[RewardModelTrainer, list[dict], di
     return trainer, rows, balance
 
 
-def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig) -> tuple[dict, np.ndarray]:
+def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig, bank=None) -> tuple[dict, np.ndarray]:
     """Score the held-out answers (images never trained on) and measure them against their labels, against the
-    true correctness where known, and as pairs."""
+    true correctness where known, and as pairs. With a feature bank the tower is not run again."""
     held_out = [r for r in rows if r["side"] == "eval"]
-    images = [load_image(r["image"], f"answer {r['answer_id']}") for r in held_out]
+    if bank is not None:
+        images = list(bank.features(bank.rows([r["image"] for r in held_out])))
+    else:
+        images = [load_image(r["image"], f"answer {r['answer_id']}") for r in held_out]
     model.eval()
     logits = score_answers(
         model, processor, images, [r["question"] for r in held_out], [r["answer"] for r in held_out],
@@ -141,7 +144,8 @@ def train(cfg: RewardConfig) -> Path:
         if cfg.lora:
             model = VLMForSequenceClassification.from_pretrained(out)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        metrics, logits = evaluate_held_out(model.to(device), trainer.processing_class, rows, cfg)
+        bank = trainer.data_collator.bank  # the training run's cached features, when it had them
+        metrics, logits = evaluate_held_out(model.to(device), trainer.processing_class, rows, cfg, bank)
         trainer.log({f"held_out/{k}": v for k, v in metrics["labels"].items() if isinstance(v, float)})
         held_out = [r for r in rows if r["side"] == "eval"]
         reliability_diagram(
