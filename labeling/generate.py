@@ -69,7 +69,9 @@ def generate(cfg: GenerateConfig) -> dict:
             empty += 1
             continue
         q = by_question[p["question_id"]]
-        digest = digests.setdefault(q["image_path"], image_key(q["image_path"]))
+        if q["image_path"] not in digests:  # hash each image once, not once per sample
+            digests[q["image_path"]] = image_key(q["image_path"])
+        digest = digests[q["image_path"]]
         key = answer_id(digest, q["question"], text, model_name)
         if key in records:
             records[key]["count"] += 1

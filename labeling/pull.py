@@ -10,7 +10,6 @@ no verdict) is reported by task and annotation id after every readable one has b
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,8 +20,6 @@ from labeling.project import read_annotation
 from labeling.push import ConnectionConfig
 from vlm.data.errors import DataError
 from vlm.label_store import LabelStore
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

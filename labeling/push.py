@@ -12,7 +12,6 @@ serving on and a document root above the images; `label serve` does this), or `-
 from __future__ import annotations
 
 import base64
-import logging
 import mimetypes
 import os
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ from labeling.client import connect, ensure_project, talking_to, task_pages
 from labeling.project import INSTRUCTIONS, prediction_from_answer, task_from_answer
 from vlm.answers import read_answers
 from vlm.data.errors import DataError
-
-logger = logging.getLogger(__name__)
 
 DOCUMENT_ROOT_VARIABLE = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 

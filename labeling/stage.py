@@ -9,7 +9,6 @@ message saying so, and re-running it later picks up where it stopped (push adds 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,8 +21,6 @@ from vlm.answers import read_answers
 from vlm.data.errors import ServiceError
 from vlm.io import atomic_write_json
 from vlm.label_store import LabelStore, label_stats
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
