@@ -45,6 +45,25 @@ def test_store_appends_versions_and_never_rewrites(tmp_path):
     assert len(store.rows()) == 3
 
 
+def test_store_reads_each_part_once_across_appends(tmp_path, monkeypatch):
+    import vlm.label_store as label_store
+
+    reads = Counter()
+    real = label_store.read_jsonl
+
+    def counting(path):
+        reads[path.name] += 1
+        return real(path)
+
+    monkeypatch.setattr(label_store, "read_jsonl", counting)
+    store = LabelStore(tmp_path / "labels")
+    for page in range(5):  # a pull appending page after page
+        store.append([_row(f"ls/1/{page}", "a", f"ann{page}", "correct")])
+    assert len(store.latest()) == 5 and set(reads.values()) == {1} and len(reads) == 5
+    LabelStore(tmp_path / "labels").latest()  # another reader reads the parts itself
+    assert set(reads.values()) == {2}
+
+
 def test_store_refuses_bad_rows_and_names_corrupt_lines(tmp_path):
     store = LabelStore(tmp_path / "labels")
     with pytest.raises(DataError, match="new label row 1: unknown verdict 'maybe'"):

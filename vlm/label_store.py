@@ -62,6 +62,9 @@ class LabelStore:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise DataError(f"{self.path}: a label store is a folder, and this is a file")
+        # Parts never change once renamed into place, so the newest versions are kept for the set of parts they
+        # were read from: a pull appending page after page reads the store once, not once per page.
+        self._latest: tuple[tuple[str, ...], dict[str, dict]] = ((), {})
 
     def parts(self) -> list[Path]:
         return sorted(self.path.glob("labels-*.jsonl")) if self.path.is_dir() else []
@@ -75,11 +78,22 @@ class LabelStore:
 
     def latest(self) -> list[dict]:
         """The newest version of every annotation."""
-        newest: dict[str, dict] = {}
-        for row in self.rows():
-            if row["annotation_id"] not in newest or row["version"] >= newest[row["annotation_id"]]["version"]:
-                newest[row["annotation_id"]] = row
-        return list(newest.values())
+        return list(self._newest().values())
+
+    def _newest(self) -> dict[str, dict]:
+        parts = self.parts()
+        names = tuple(p.name for p in parts)
+        known, newest = self._latest
+        if names[: len(known)] != known:  # not what we read before plus new parts: read it all again
+            known, newest = (), {}
+        newest = dict(newest)
+        for part in parts[len(known) :]:
+            for where, row in read_jsonl(part):
+                row = _check_row(row, where)
+                if row["annotation_id"] not in newest or row["version"] >= newest[row["annotation_id"]]["version"]:
+                    newest[row["annotation_id"]] = row
+        self._latest = (names, newest)
+        return newest
 
     def append(self, rows: Iterable[dict]) -> list[dict]:
         """Store what is new: an unseen annotation as version 1, a changed one as its next version; rows equal to
@@ -89,7 +103,7 @@ class LabelStore:
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            latest = {row["annotation_id"]: row for row in self.latest()}
+            latest = dict(self._newest())
             recorded_at, new = now(), []
             for row in rows:
                 previous = latest.get(row["annotation_id"])
