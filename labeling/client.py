@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass, field
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -18,6 +19,15 @@ from labeling.project import LABEL_CONFIG, config_problems
 from vlm.data.errors import ServiceError
 
 API_KEY_VARIABLE = "LABEL_STUDIO_API_KEY"
+
+
+@dataclass
+class ConnectionConfig:
+    url: str | None = field(default=None, metadata={"help": "Label Studio URL, e.g. http://127.0.0.1:8080."})
+    project: str = field(default="vlm-rlhf answers", metadata={"help": "Project title (created if missing)."})
+    api_key: str | None = field(
+        default=None, metadata={"help": "API key (default: $LABEL_STUDIO_API_KEY); legacy token or access token."}
+    )
 
 
 class LabelStudioError(ServiceError):

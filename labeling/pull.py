@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from labeling.client import LabelStudioError, connect, find_project, talking_to, task_pages
+from labeling.client import ConnectionConfig, LabelStudioError, connect, find_project, talking_to, task_pages
 from labeling.project import read_annotation
-from labeling.push import ConnectionConfig
 from vlm.data.errors import DataError
 from vlm.label_store import LabelStore
 

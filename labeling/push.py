@@ -20,21 +20,12 @@ from urllib.parse import quote
 
 from tqdm.auto import tqdm
 
-from labeling.client import connect, ensure_project, talking_to, task_pages
+from labeling.client import ConnectionConfig, connect, ensure_project, talking_to, task_pages
 from labeling.project import INSTRUCTIONS, prediction_from_answer, task_from_answer
 from vlm.answers import read_answers
 from vlm.data.errors import DataError
 
 DOCUMENT_ROOT_VARIABLE = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
-
-
-@dataclass
-class ConnectionConfig:
-    url: str | None = field(default=None, metadata={"help": "Label Studio URL, e.g. http://127.0.0.1:8080."})
-    project: str = field(default="vlm-rlhf answers", metadata={"help": "Project title (created if missing)."})
-    api_key: str | None = field(
-        default=None, metadata={"help": "API key (default: $LABEL_STUDIO_API_KEY); legacy token or access token."}
-    )
 
 
 @dataclass
