@@ -28,8 +28,9 @@ def _image_side(image: str, eval_fraction: float, seed: int) -> str:
 
 
 def labelled_answers(store: str, cfg) -> list[dict]:
-    """One row per answer with a decided majority verdict: image, question, answer, label (1 correct / 0
-    incorrect), weight, agreement, annotators, and `truth` where the rows carry VQA accuracy (simulated)."""
+    """One row per labelled answer: image, question, answer, label (1 correct / 0 incorrect / -1 unsure or a tie,
+    which `check_trainable` drops), weight, agreement, annotators, its side of the image split, and `truth` where
+    the rows carry VQA accuracy (simulated)."""
     latest = LabelStore(store).latest()
     if not latest:
         raise DataError(f"label store {store} holds no labels")

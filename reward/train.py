@@ -119,8 +119,7 @@ def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig, ban
     if known.any():
         truth = np.array([r["truth"] for r in held_out])[known]
         metrics["truth"] = binary_metrics(logits[known], truth)
-    index = {r["answer_id"]: i for i, r in enumerate(held_out)}
-    by_text = {(r["image"], r["question"], r["answer"]): index[r["answer_id"]] for r in held_out}
+    by_text = {(r["image"], r["question"], r["answer"]): i for i, r in enumerate(held_out)}
     pairs = answer_pairs(held_out, cfg.seed)
     if pairs:
         wins = [
