@@ -1,1 +1,1 @@
-"""Stage 4: image-conditioned PPO on TRL + accelerate."""
+"""Stage 4: image-conditioned PPO on TRL's PPOTrainer and accelerate."""

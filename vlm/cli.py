@@ -32,6 +32,7 @@ COMMANDS = {
         "main",
         "stage 3: `reward train` (reward model from the label store), `reward score` (P(correct) per answer)",
     ),
+    "ppo": ("ppo.train", "main", "stage 4: image-conditioned PPO against the reward model (TRL + accelerate)"),
 }
 
 USAGE = "usage: vlm-rlhf <command> [options]\n\ncommands:\n" + "\n".join(
@@ -65,9 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     module, function, _ = COMMANDS[command]
     from vlm.data.errors import DataError, ServiceError
 
+    stopped = ()
+    if command == "ppo":
+        from ppo.guards import TrainingStopped
+
+        stopped = (TrainingStopped,)
     try:
         result = getattr(importlib.import_module(module), function)(rest)
-    except (DataError, ValueError, FileNotFoundError, FileExistsError, ServiceError) as e:
+    except (DataError, ValueError, FileNotFoundError, FileExistsError, ServiceError, *stopped) as e:
         print(f"vlm-rlhf {command}: error: {e}", file=sys.stderr)
         return 2
     _report(command, result)

@@ -1,0 +1,81 @@
+"""`VLMPPOConfig`: TRL's `PPOConfig` plus what image-conditioned PPO needs (prompts from VQA, the feature bank,
+the ground-truth bonus, guard rails, held-out evaluation, resumption). Parsed from YAML with `--key value`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl.experimental.ppo import PPOConfig
+
+from vlm.adaptation import parse_lora
+from vlm.precision import apply_device_defaults
+
+BEST_METRICS = ("vqa_accuracy", "reward", "rlhf_reward")
+
+
+@dataclass
+class VLMPPOConfig(PPOConfig):
+    # TRL's names for the starting policy and the reward model; no hub defaults here.
+    sft_model_path: str | None = field(default=None, metadata={"help": "Policy to start from (the SFT checkpoint)."})
+    reward_model_path: str | None = field(default=None, metadata={"help": "Reward model (`reward train`'s output)."})
+    value_model_path: str | None = field(
+        default=None, metadata={"help": "Value model start (default: the reward model, as LLaVA-RLHF does)."}
+    )
+    reference_model_path: str | None = field(
+        default=None, metadata={"help": "Frozen reference (default: a copy of the policy; the base model with LoRA)."}
+    )
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: where supported)."})
+    stop_token: str | None = field(default="eos", metadata={"help": "Answers end at EOS (TRL's stop token)."})
+    missing_eos_penalty: float | None = field(default=1.0, metadata={"help": "Subtracted when no EOS was sampled."})
+    response_length: int = field(default=8, metadata={"help": "Answer tokens sampled per prompt."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
+    num_sample_generations: int = field(default=0, metadata={"help": "Unused: see sample_every."})
+
+    data_dir: str | None = field(default=None, metadata={"help": "VQA v2 folder the prompts come from."})
+    train_split: str = field(default="train2014", metadata={"help": "VQA split the prompts come from."})
+    image_dir: str | None = field(default=None, metadata={"help": "Image folder (default: <data_dir>/<split>)."})
+    train_limit: int | None = field(default=None, metadata={"help": "Use the first N questions as prompts."})
+    eval_split: str | None = field(default="val2014", metadata={"help": "Held-out split; none to skip evaluation."})
+    eval_limit: int | None = field(default=256, metadata={"help": "Held-out questions per evaluation."})
+    ground_truth_weight: float = field(
+        default=0.0, metadata={"help": "Add w * VQA accuracy of the answer to the RM score where answers are known."}
+    )
+    lora: dict | str | None = field(default=None, metadata={"help": "LoRA on the policy's LM (reference = base)."})
+    vision_inputs: str = field(
+        default="features",
+        metadata={"help": "features: cached frozen-tower features; pixels: pixel_values (trainable tower).",
+                  "choices": ["features", "pixels"]},
+    )  # fmt: skip
+    vision_feature_cache: str = field(
+        default="~/.cache/vlm-rlhf/vision_features", metadata={"help": "Where cached vision features live."}
+    )
+    kl_budget: float | None = field(
+        default=None, metadata={"help": "KL to the reference the run may spend (reported against; not enforced)."}
+    )
+    ratio_tolerance: float = field(
+        default=0.02,
+        metadata={"help": "Stop when |ratio - 1| at an update's first minibatch exceeds this (log-prob mismatch)."},
+    )
+    kl_tolerance: float = field(default=0.5, metadata={"help": "Stop when objective/kl falls below -kl_tolerance."})
+    collapse_length_factor: float = field(
+        default=3.0, metadata={"help": "Stop when mean answer length leaves [start/f, start*f] tokens."}
+    )
+    sample_every: int = field(default=10, metadata={"help": "Log a table of sampled answers every N updates."})
+    best_metric: str = field(
+        default="vqa_accuracy", metadata={"help": "Held-out metric the best checkpoint is chosen by.",
+                                          "choices": list(BEST_METRICS)},
+    )  # fmt: skip
+    resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
+
+    def __post_init__(self):
+        apply_device_defaults(self)
+        self.lora = parse_lora(self.lora)
+        if self.best_metric not in BEST_METRICS:
+            raise ValueError(f"best_metric must be one of {BEST_METRICS}, got {self.best_metric!r}")
+        if self.vision_inputs not in ("features", "pixels"):
+            raise ValueError(f"vision_inputs must be features or pixels, got {self.vision_inputs!r}")
+        if self.num_mini_batches != 1:
+            # TRL's gradient accumulation syncs across minibatch borders and dilutes the per-minibatch stats.
+            raise ValueError("num_mini_batches must be 1 (use gradient_accumulation_steps for smaller micro-batches)")
+        super().__post_init__()

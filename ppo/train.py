@@ -1,0 +1,222 @@
+"""`vlm-rlhf ppo --config configs/<setup>/ppo.yaml` (also `accelerate launch -m ppo --config ...`).
+
+Loads the SFT policy, the reward model (also the value model's start) and the prompts, checks that they fit
+together, builds the image store, runs `VLMPPOTrainer`, and writes the final policy (LoRA folded in), its
+processor, `best/` (the best held-out checkpoint) and `summary.json` into `output_dir`. `--resume` continues an
+interrupted run from its newest `checkpoint-*`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from transformers import AutoProcessor, set_seed
+
+from ppo.config import VLMPPOConfig
+from ppo.data import feature_store, pixel_store, prompt_dataset
+from ppo.evaluation import HeldOutEvaluation
+from ppo.guards import TrainingStopped
+from ppo.trainer import VLMPPOTrainer
+from vlm.adaptation import language_model_lora, trainable_parameters
+from vlm.builder import is_vlm_checkpoint, load_vlm
+from vlm.config_parsing import parse_config
+from vlm.data.vqa import load_vqa
+from vlm.feature_bank import vision_fingerprint
+from vlm.io import atomic_write_json
+from vlm.modeling_vlm import VLMForSequenceClassification
+
+logger = logging.getLogger(__name__)
+SUMMARY = "summary.json"
+
+
+def is_complete(output_dir: str | Path) -> bool:
+    return (Path(output_dir) / SUMMARY).is_file()
+
+
+def _architectures(path: str) -> list[str]:
+    if not is_vlm_checkpoint(path):
+        raise ValueError(f"{path} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
+    return json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+
+
+def load_scorer(path: str, role: str, policy_processor) -> tuple[VLMForSequenceClassification, object]:
+    """A reward/value model that reads exactly the policy's token ids and image positions, or a clear error."""
+    architectures = _architectures(path)
+    if role == "reward model" and "VLMForSequenceClassification" not in architectures:
+        raise ValueError(f"{path} is a {', '.join(architectures)} checkpoint, not a reward model (`reward train`)")
+    processor = AutoProcessor.from_pretrained(path)
+    mine, theirs = policy_processor.tokenizer, processor.tokenizer
+    if mine.get_vocab() != theirs.get_vocab():
+        raise ValueError(
+            f"the {role} {path} has another tokenizer than the policy ({len(theirs)} vs {len(mine)} tokens, or "
+            "other ids): it would read the policy's answers as other words; train it from the same SFT checkpoint"
+        )
+    if (processor.image_token, processor.image_token_id, processor.num_image_tokens) != (
+        policy_processor.image_token, policy_processor.image_token_id, policy_processor.num_image_tokens
+    ):  # fmt: skip
+        raise ValueError(
+            f"the {role} {path} marks images as {processor.image_token!r} (id {processor.image_token_id}) x "
+            f"{processor.num_image_tokens}, the policy as {policy_processor.image_token!r} (id "
+            f"{policy_processor.image_token_id}) x {policy_processor.num_image_tokens}"
+        )
+    model = VLMForSequenceClassification.from_pretrained(path)
+    if model.config.num_labels != 1:
+        raise ValueError(f"the {role} {path} has {model.config.num_labels} outputs; PPO needs one")
+    return model, processor
+
+
+def _check_shared_tower(models: dict, processor, cfg: VLMPPOConfig) -> None:
+    if cfg.vision_inputs != "features":
+        return
+    prints = {name: vision_fingerprint(m, processor) for name, m in models.items() if m is not None}
+    if len(set(prints.values())) > 1:
+        raise ValueError(
+            f"the models' vision towers differ ({', '.join(prints)}), so one feature bank cannot serve them; "
+            "use vision_inputs: pixels"
+        )
+
+
+def build_trainer(cfg: VLMPPOConfig, reward_fn=None, trainer_class=VLMPPOTrainer, callbacks=None) -> VLMPPOTrainer:
+    if not cfg.sft_model_path or not cfg.data_dir:
+        raise ValueError("ppo needs --sft_model_path POLICY_CHECKPOINT and --data_dir VQA_FOLDER")
+    if cfg.reward_model_path is None and reward_fn is None and cfg.ground_truth_weight == 0:
+        raise ValueError("ppo needs --reward_model_path (or a ground_truth_weight > 0 to reward VQA accuracy alone)")
+    if "VLMForCausalLM" not in _architectures(cfg.sft_model_path):
+        raise ValueError(f"{cfg.sft_model_path} is not a policy (VLMForCausalLM) checkpoint")
+    set_seed(cfg.seed)
+    policy, processor = load_vlm(cfg.sft_model_path)
+    reward_model = None
+    if cfg.reward_model_path:
+        reward_model, _ = load_scorer(cfg.reward_model_path, "reward model", processor)
+        reward_model.requires_grad_(False).eval()
+    value_path = cfg.value_model_path or cfg.reward_model_path or cfg.sft_model_path
+    value_model, _ = load_scorer(value_path, "value model", processor)
+    ref_model = None
+    if cfg.reference_model_path:
+        ref_model, _ = load_vlm(cfg.reference_model_path)
+        ref_model.requires_grad_(False).eval()
+    if reward_fn is None and reward_model is None:  # VQA accuracy alone (ground_truth_weight), no learned reward
+
+        def reward_fn(rows, answers):
+            return torch.zeros(len(answers))
+
+    _check_shared_tower({"policy": policy, "reward model": reward_model, "value model": value_model,
+                         "reference": ref_model}, processor, cfg)  # fmt: skip
+
+    vqa = load_vqa(cfg.data_dir, cfg.train_split, cfg.image_dir, cfg.train_limit)
+    if cfg.ground_truth_weight and "answers" not in vqa.column_names:
+        raise ValueError(f"ground_truth_weight needs annotated prompts; {cfg.data_dir} has none for {cfg.train_split}")
+    eval_vqa = None
+    if cfg.eval_split:
+        eval_vqa = load_vqa(cfg.data_dir, cfg.eval_split, None, cfg.eval_limit, require_annotations=True)
+    paths = list(vqa["image_path"]) + (list(eval_vqa["image_path"]) if eval_vqa is not None else [])
+    # PPOConfig's `world_size` field hides TrainingArguments' property, so ask accelerate's state instead.
+    with PartialState().main_process_first():  # rank 0 computes the cache, the others read it
+        if cfg.vision_inputs == "features":
+            store = feature_store(policy, processor, paths, cfg.vision_feature_cache)
+        else:
+            store = pixel_store(processor, paths)
+    prompts = prompt_dataset(vqa, processor, store)
+    evaluator = None
+    if eval_vqa is not None and cfg.eval_strategy != "no":
+        evaluator = HeldOutEvaluation(eval_vqa, store, cfg.response_length, cfg.per_device_eval_batch_size)
+    peft_config = language_model_lora(cfg.lora, policy.config) if cfg.lora else None
+    trainer = trainer_class(
+        cfg, processor, policy, value_model, prompts, vqa, store, reward_model=reward_model, ref_model=ref_model,
+        reward_fn=reward_fn, evaluator=evaluator, peft_config=peft_config, callbacks=callbacks,
+    )  # fmt: skip
+    trainable, total = trainable_parameters(trainer.model)
+    logger.info(
+        "PPO: %d prompts, %d updates of %d rollouts on %d process(es); training %.2fM of %.2fM parameters",
+        len(prompts), cfg.num_total_batches, cfg.batch_size, trainer.accelerator.num_processes,
+        trainable / 1e6, total / 1e6,
+    )  # fmt: skip
+    return trainer
+
+
+def policy_checksum(trainer) -> str:
+    digest = hashlib.sha256()
+    for name, p in sorted(trainer.policy().state_dict().items()):
+        digest.update(name.encode() + p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run(trainer: VLMPPOTrainer) -> Path:
+    cfg, acc = trainer.args, trainer.accelerator
+    out = Path(cfg.output_dir)
+    started = time.time()
+    try:
+        trainer.train()
+    except TrainingStopped as e:
+        found = trainer.checkpoint_dirs()
+        last = f"the last good checkpoint is {found[-1]} (--resume continues from it)" if found else "no checkpoint yet"
+        raise TrainingStopped(f"ppo stopped at update {trainer.state.global_step}: {e}; {last}") from None
+    checksums = gather_object([policy_checksum(trainer)])
+    trainer.save_policy(out, replace=False)  # beside checkpoints and best/; summary.json marks it complete
+    if acc.is_main_process:
+        atomic_write_json(out / SUMMARY, _summary(trainer, checksums, time.time() - started), indent=2)
+    acc.wait_for_everyone()
+    return out
+
+
+def _summary(trainer: VLMPPOTrainer, checksums: list[str], seconds: float) -> dict:
+    cfg = trainer.args
+    logs = [h for h in trainer.state.log_history if "objective/scores" in h]
+    evals = [h for h in trainer.state.log_history if "eval/vqa_accuracy" in h]
+    start = getattr(trainer, "start_metrics", None) or (
+        {k[5:]: v for k, v in evals[0].items() if k.startswith("eval/")} if evals else None
+    )
+    final = {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval/")} if evals else None
+    trainable, total = trainable_parameters(trainer.model)
+    keys = ("objective/scores", "objective/kl", "objective/rlhf_reward", "objective/vqa_accuracy", "val/ratio")
+    return {
+        "sft_model_path": cfg.sft_model_path,
+        "reward_model_path": cfg.reward_model_path,
+        "value_model_path": cfg.value_model_path or cfg.reward_model_path or cfg.sft_model_path,
+        "reference": cfg.reference_model_path or ("policy without its adapter" if cfg.lora else "frozen policy copy"),
+        "data": {
+            "dir": cfg.data_dir,
+            "split": cfg.train_split,
+            "prompts": trainer.train_dataset_len,
+            "eval_split": cfg.eval_split,
+        },  # fmt: skip
+        "updates": trainer.state.global_step,
+        "episodes": trainer.state.episode,
+        "batch_size": cfg.batch_size,
+        "ground_truth_weight": cfg.ground_truth_weight,
+        "first_update": {k: logs[0].get(k) for k in keys} if logs else None,
+        "last_update": {k: logs[-1].get(k) for k in keys} if logs else None,
+        "held_out": {"start": start, "final": final},
+        "best": {**trainer.best, "path": str(Path(cfg.output_dir) / "best")} if trainer.best else None,
+        "best_metric": cfg.best_metric,
+        "kl_budget": cfg.kl_budget,
+        "within_kl_budget": None if cfg.kl_budget is None or not final else final["kl"] <= cfg.kl_budget,
+        "resumed_from": trainer.resumed_from,
+        "world_size": trainer.accelerator.num_processes,
+        "policy_checksum_by_rank": checksums,
+        "trainable_parameters": trainable,
+        "parameters": total,
+        "lora": cfg.lora,
+        "vision_inputs": cfg.vision_inputs,
+        "seconds": round(seconds, 1),
+    }
+
+
+def train(cfg: VLMPPOConfig) -> Path:
+    if is_complete(cfg.output_dir):
+        raise FileExistsError(f"{cfg.output_dir} already holds a finished PPO run ({SUMMARY}); choose another one")
+    if not cfg.resume and list(Path(cfg.output_dir).glob("checkpoint-*")):
+        raise FileExistsError(f"{cfg.output_dir} holds checkpoints of an earlier run: add --resume, or choose another")
+    return run(build_trainer(cfg))
+
+
+def main(argv=None) -> Path:
+    (cfg,) = parse_config((VLMPPOConfig,), argv, prog="vlm-rlhf ppo")
+    return train(cfg)
