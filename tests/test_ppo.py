@@ -1,0 +1,254 @@
+"""Stage 4: image-conditioned PPO. Alignment at lr 0, image conditioning, learning, resumption, guards, bad
+input, and real 2-process `accelerate launch` runs (gloo on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from ppo.config import VLMPPOConfig
+from ppo.guards import TrainingStopped
+from ppo.model_calls import forward as policy_forward
+from ppo.model_calls import generate_responses, last_token_score, scalar_head
+from ppo.train import build_trainer, run
+from ppo.trainer import VLMPPOTrainer
+from vlm.builder import save_vlm
+from vlm.cli import main as cli_main
+from vlm.modeling_vlm import VLMForSequenceClassification
+from vlm.presets import TinyPreset, build_tiny_vlm
+
+
+@pytest.fixture(scope="module")
+def reward_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """A reward model in real HF format: the tiny VLM's backbone with a seeded scalar head."""
+    torch.manual_seed(1)
+    model = VLMForSequenceClassification.from_pretrained(tiny_checkpoint)
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    model.save_pretrained(out)
+    from transformers import AutoProcessor
+
+    AutoProcessor.from_pretrained(tiny_checkpoint).save_pretrained(out)
+    return out
+
+
+def _config(tiny_checkpoint, synthetic_data, out, **overrides) -> VLMPPOConfig:
+    settings = dict(
+        output_dir=str(out), sft_model_path=str(tiny_checkpoint), data_dir=str(synthetic_data),
+        vision_feature_cache=str(out.parent / "cache"), per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        total_episodes=24, num_ppo_epochs=2, learning_rate=1e-3, report_to="none", eval_strategy="no",
+        save_strategy="no", logging_steps=1, sample_every=0, eval_limit=8, seed=0, missing_eos_penalty=None,
+    )  # fmt: skip
+    settings.update(overrides)
+    return VLMPPOConfig(**settings)
+
+
+def favoured_first_letter(rows, answers) -> torch.Tensor:
+    """A fixed rule that needs the image: answers starting a-m are right for even image ids, n-z for odd ones."""
+    scores = []
+    for row, answer in zip(rows, answers):
+        first = answer[:1].lower()
+        half = "abcdefghijklm" if row["image_id"] % 2 == 0 else "nopqrstuvwxyz"
+        scores.append(1.0 if first and first in half else 0.0)
+    return torch.tensor(scores)
+
+
+def _updates(trainer) -> list[dict]:
+    return [h for h in trainer.state.log_history if "objective/scores" in h]
+
+
+def test_lr_zero_reproduces_the_rollout_log_probs(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
+    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", learning_rate=0.0,
+                  reward_model_path=str(reward_checkpoint))  # fmt: skip
+    trainer = build_trainer(cfg)
+    run(trainer)
+    logs = _updates(trainer)
+    assert len(logs) == 3
+    for log in logs:
+        assert log["policy/approxkl_avg"] < 1e-6
+        assert abs(log["val/ratio"] - 1) < 1e-6
+        assert abs(log["objective/kl"]) < 1e-5  # policy == reference
+
+
+class WrongImages(VLMPPOTrainer):
+    def minibatch_images(self, images, rows):
+        return super().minibatch_images(images, rows[::-1].copy())  # rows paired with another row's image
+
+
+def test_minibatch_with_the_wrong_images_is_caught(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
+    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "a", learning_rate=0.0, ratio_tolerance=1e9,
+                  reward_model_path=str(reward_checkpoint))  # fmt: skip
+    trainer = build_trainer(cfg, trainer_class=WrongImages)
+    run(trainer)
+    assert all(log["policy/approxkl_avg"] > 1e-4 for log in _updates(trainer))
+    # With the guard on, the run stops at its first update and says why.
+    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "b", learning_rate=0.0,
+                  reward_model_path=str(reward_checkpoint))  # fmt: skip
+    with pytest.raises(TrainingStopped, match="ratio at the first minibatch"):
+        run(build_trainer(cfg, trainer_class=WrongImages))
+    assert not (tmp_path / "b" / "summary.json").exists()
+
+
+def test_images_condition_rollout_values_and_rewards(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
+    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", reward_model_path=str(reward_checkpoint))
+    trainer = build_trainer(cfg)
+    examples = trainer.train_dataset[:8]
+    from ppo.data import left_pad
+
+    queries = left_pad(examples["input_ids"], trainer.pad_id)
+    images = trainer.store.inputs(torch.tensor(examples["image_idx"]), "cpu")
+    swapped = {k: v.roll(1, 0) for k, v in images.items()}
+    assert not torch.equal(images["vision_features"], swapped["vision_features"])
+    policy, pad = trainer.policy(), trainer.pad_id
+
+    def sample(imgs):
+        torch.manual_seed(0)
+        return generate_responses(policy, queries, imgs, pad, trainer.generation_config, 4)
+
+    qr, logprobs = sample(images)
+    _, logprobs_swapped = sample(swapped)
+    assert not torch.allclose(logprobs, logprobs_swapped)
+    with torch.no_grad():
+        logits = policy_forward(policy, qr, images, pad).logits
+        assert not torch.allclose(logits, policy_forward(policy, qr, swapped, pad).logits)
+        value_model = trainer.accelerator.unwrap_model(trainer.model).value_model
+        assert not torch.allclose(scalar_head(value_model, qr, images, pad), scalar_head(value_model, qr, swapped, pad))
+        ctx = queries.shape[1]
+        rewards = last_token_score(trainer.reward_model, qr, images, pad, ctx)
+        assert not torch.allclose(rewards, last_token_score(trainer.reward_model, qr, swapped, pad, ctx))
+
+
+def test_a_fixed_rule_reward_is_learned(tiny_checkpoint, synthetic_data, tmp_path):
+    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", total_episodes=8 * 30, learning_rate=1e-2,
+                  num_ppo_epochs=4, kl_coef=0.0, collapse_length_factor=100.0)  # fmt: skip
+    trainer = build_trainer(cfg, reward_fn=favoured_first_letter)
+    run(trainer)
+    scores = [log["objective/scores"] for log in _updates(trainer)]
+    start, end = sum(scores[:10]) / 10, sum(scores[-10:]) / 10  # ~0.26 -> ~0.54 (16 rollouts per update)
+    assert end > start + 0.15, scores
+
+
+class KillAfterFirstCheckpoint(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt("killed after a checkpoint")
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
+    def config(out, **kw):
+        return _config(tiny_checkpoint, synthetic_data, out, total_episodes=8 * 4, save_strategy="steps",
+                       save_steps=2, reward_model_path=str(reward_checkpoint), **kw)  # fmt: skip
+
+    whole = build_trainer(config(tmp_path / "whole"))
+    run(whole)
+    with pytest.raises(KeyboardInterrupt):
+        run(build_trainer(config(tmp_path / "cut"), callbacks=[KillAfterFirstCheckpoint()]))
+    assert [p.name for p in (tmp_path / "cut").glob("checkpoint-*")] == ["checkpoint-2"]
+    with pytest.raises(FileExistsError, match="--resume"):
+        from ppo.train import train
+
+        train(config(tmp_path / "cut"))
+    resumed = build_trainer(config(tmp_path / "cut", resume=True))
+    run(resumed)
+    assert resumed.state.global_step == whole.state.global_step == 4
+    assert resumed.rows_by_update == {k: v for k, v in whole.rows_by_update.items() if k > 2}  # same data order
+    first_whole, first_resumed = _updates(whole)[2], _updates(resumed)[2]
+    assert first_resumed["step"] == first_whole["step"] == 3
+    for key in ("objective/scores", "objective/kl", "loss/value_avg", "loss/policy_avg", "policy/approxkl_avg"):
+        assert first_resumed[key] == pytest.approx(first_whole[key], abs=1e-5), key
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["updates"] == 4
+
+
+def test_held_out_evaluation_keeps_the_best_checkpoint(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
+    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", eval_strategy="steps", eval_steps=2,
+                  best_metric="reward", reward_model_path=str(reward_checkpoint), sample_every=1)  # fmt: skip
+    trainer = build_trainer(cfg)
+    out = run(trainer)
+    summary = json.loads((out / "summary.json").read_text())
+    evals = [h for h in trainer.state.log_history if "eval/reward" in h]
+    assert [h["step"] for h in evals] == [0, 2, 3]
+    best = max(evals, key=lambda h: h["eval/reward"])
+    assert summary["best"]["step"] == best["step"] and summary["best"]["metrics"]["reward"] == best["eval/reward"]
+    assert summary["held_out"]["start"]["kl"] == 0.0 and summary["held_out"]["final"]["kl"] > 0
+    assert (out / "best" / "model.safetensors").is_file() and (out / "model.safetensors").is_file()
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 * cfg.batch_size and {"image", "question", "answer", "score"} <= set(samples[0])
+
+
+def _launch(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ppo"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(launch + args, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _flags(tiny_checkpoint, synthetic_data, reward_checkpoint, out, *extra) -> list[str]:
+    return [
+        "--config", "configs/demo/ppo.yaml", "--sft_model_path", str(tiny_checkpoint),
+        "--reward_model_path", str(reward_checkpoint), "--data_dir", str(synthetic_data), "--output_dir", str(out),
+        "--vision_feature_cache", str(out.parent / "cache"), "--per_device_train_batch_size", "4",
+        "--gradient_accumulation_steps", "1", "--total_episodes", "24", "--report_to", "none",
+        "--eval_limit", "6", "--eval_steps", "3", "--save_strategy", "no", "--sample_every", "1",
+        "--local_rollout_forward_batch_size", "4", "--per_device_eval_batch_size", "4", *extra,
+    ]  # fmt: skip
+
+
+def test_two_process_lora_run_syncs_ranks_and_gathers_metrics(
+    tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path
+):
+    out = tmp_path / "2p"
+    flags = _flags(tiny_checkpoint, synthetic_data, reward_checkpoint, out, "--learning_rate", "1e-3")
+    done = _launch(flags + ["--lora", '{"r": 4, "alpha": 8}'])
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["updates"] == 3 and summary["lora"] == {"r": 4, "alpha": 8}
+    assert summary["reference"] == "policy without its adapter"
+    first, second = summary["policy_checksum_by_rank"]
+    assert first == second  # both ranks end with identical policy weights
+    # objective/scores is gathered: it equals the mean over both ranks' rollouts in the sample table.
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    for step in (1, 2, 3):
+        rows = [s for s in samples if s["step"] == step]
+        assert len(rows) == 8  # 2 ranks x 4 prompts
+        assert summary["first_update" if step == 1 else "last_update"] is not None
+    first_rows = [s["score"] for s in samples if s["step"] == 1]
+    assert summary["first_update"]["objective/scores"] == pytest.approx(sum(first_rows) / 8, abs=1e-4)
+    assert summary["held_out"]["final"]["questions"] == 6
+
+
+def test_two_process_run_at_lr_zero_is_aligned(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
+    out = tmp_path / "2p-lr0"
+    done = _launch(_flags(tiny_checkpoint, synthetic_data, reward_checkpoint, out, "--learning_rate", "0"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    for key in ("first_update", "last_update"):
+        assert abs(summary[key]["val/ratio"] - 1) < 1e-6 and abs(summary[key]["objective/kl"]) < 1e-5
+
+
+def test_bad_inputs_get_one_clear_error(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path, capsys):
+    torch.manual_seed(0)
+    other, other_processor = build_tiny_vlm(TinyPreset(corpus_scenes=60, text_layers=1, vision_layers=1))
+    other_rm = tmp_path / "other-rm"
+    save_vlm(other, other_processor, other_rm)
+    VLMForSequenceClassification.from_pretrained(other_rm).save_pretrained(other_rm)
+    base = ["ppo", "--sft_model_path", str(tiny_checkpoint), "--data_dir", str(synthetic_data), "--report_to", "none"]
+    cases = {
+        "another tokenizer than the policy": base + ["--reward_model_path", str(other_rm)],
+        "not a vlm-rlhf checkpoint": ["ppo", "--sft_model_path", str(synthetic_data), "--data_dir",
+                                      str(synthetic_data), "--reward_model_path", str(reward_checkpoint)],
+        "not a reward model": base + ["--reward_model_path", str(tiny_checkpoint)],
+    }  # fmt: skip
+    for message, argv in cases.items():
+        assert cli_main(argv + ["--output_dir", str(tmp_path / "out")]) == 2
+        assert message in capsys.readouterr().err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("kl_coeff: 0.1\n")
+    for argv in (["--kl_coeff", "0.1"], ["--config", str(typo)]):  # unknown keys, on the command line or in YAML
+        assert cli_main(base + ["--reward_model_path", str(reward_checkpoint), *argv]) == 2
+        assert "kl_coeff" in capsys.readouterr().err
