@@ -5,21 +5,16 @@ every answer record, added as `reward` (the logit), `p_correct` (its sigmoid) an
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoProcessor
 
 from vlm.answers import read_answers, write_answers
-from vlm.builder import is_vlm_checkpoint
 from vlm.config_parsing import parse_config
 from vlm.data.images import load_image
-from vlm.modeling_vlm import VLMForSequenceClassification
-from vlm.precision import bf16_available
-from vlm.reward_scoring import score_answers
+from vlm.reward_scoring import load_reward_model, score_answers
 
 
 @dataclass
@@ -28,22 +23,6 @@ class ScoreConfig:
     answers: str | None = field(default=None, metadata={"help": "answers.jsonl to score."})
     out: str | None = field(default=None, metadata={"help": "Where to write (default: rewrite --answers)."})
     batch_size: int = field(default=32)
-
-
-def load_reward_model(path: str | Path):
-    if not is_vlm_checkpoint(path):
-        raise ValueError(f"{path} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
-    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
-    if "VLMForSequenceClassification" not in architectures:
-        raise ValueError(
-            f"{path} is a {', '.join(architectures) or 'VLM'} checkpoint, not a reward model "
-            "(`vlm-rlhf reward train` writes one); scoring with an untrained head would mean nothing"
-        )
-    model = VLMForSequenceClassification.from_pretrained(path, dtype=torch.bfloat16 if bf16_available() else None)
-    if model.config.num_labels != 1:
-        raise ValueError(f"{path} has {model.config.num_labels} outputs; a reward model has one")
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    return model, AutoProcessor.from_pretrained(path)
 
 
 def score(cfg: ScoreConfig) -> dict:

@@ -9,6 +9,7 @@ import yaml
 from transformers import CLIPConfig, CLIPModel, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from ppo.config import VLMPPOConfig
 from reward.config import RewardConfig
 from sft.config import VQASFTConfig
 from vlm.builder import load_vlm
@@ -27,6 +28,7 @@ CONFIG_TYPES = {
     "sft.yaml": (VQASFTConfig,),
     "sft-projector.yaml": (VQASFTConfig,),
     "reward.yaml": (RewardConfig,),
+    "ppo.yaml": (VLMPPOConfig,),
 }
 
 
@@ -170,9 +172,16 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
         "cache_vision_features: true\nper_device_train_batch_size: 16\nlearning_rate: 3.0e-4\nnum_train_epochs: 2\n"
         "min_labels: 10\neval_fraction: 0.3\nsave_strategy: 'no'\nreport_to: none\ndisable_tqdm: true\n"
     )
+    ppo_cfg = tmp_path / "ppo.yaml"
+    ppo_cfg.write_text(
+        "total_episodes: 48\nper_device_train_batch_size: 8\ngradient_accumulation_steps: 2\nlearning_rate: 1.0e-4\n"
+        "num_ppo_epochs: 2\neval_strategy: steps\neval_steps: 2\neval_limit: 12\nsave_strategy: 'no'\n"
+        "report_to: none\ndisable_tqdm: true\nkl_budget: 5.0\n"
+    )
     argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(tmp_path / "run")]
     argv += ["--data_config", str(data_cfg), "--model_config", str(model_cfg), "--sft_config", str(sft_cfg)]
-    argv += ["--reward_config", str(reward_cfg), "--examples", "5", "--label_questions", "12", "--label_samples", "3"]
+    argv += ["--reward_config", str(reward_cfg), "--ppo_config", str(ppo_cfg)]
+    argv += ["--examples", "5", "--label_questions", "12", "--label_samples", "3"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "run/pipeline.json").read_text())
@@ -189,7 +198,13 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     reward = summary["reward"]  # stage 3: trained on those labels, measured on answers to unseen images
     assert reward["labels"]["held_out_answers"] > 0 and 0.0 <= reward["held_out"]["labels"]["accuracy"] <= 1.0
     assert "reward model (pointwise" in printed and (tmp_path / "run/models/reward/reliability.png").is_file()
-    weights = [tmp_path / f"run/models/{m}/model.safetensors" for m in ("init", "sft", "reward")]
+    ppo = summary["ppo"]  # stage 4: PPO of the SFT policy against that reward model, then SFT vs PPO side by side
+    assert ppo["updates"] == 3 and ppo["best"]["step"] in (0, 2, 3)
+    rl = summary["rl_eval"]
+    assert rl["sft"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6) and rl["ppo"]["kl_to_reference"] > 0
+    assert rl["sft"]["reward_score"] != rl["ppo"]["reward_score"] and "KL to sft" in printed
+    assert "Reward and KL" in (tmp_path / "run/eval-rl/report.md").read_text()
+    weights = [tmp_path / f"run/models/{m}/model.safetensors" for m in ("init", "sft", "reward", "ppo")]
     stamps = [w.stat().st_mtime_ns for w in weights]
     assert main(argv) == 0  # resumes: data, models and evaluation are reused, not rebuilt
     assert [w.stat().st_mtime_ns for w in weights] == stamps

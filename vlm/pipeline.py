@@ -2,7 +2,8 @@
 
 Today: synthesise the data, build the initial model, SFT it on the train split, evaluate the initial and the SFT
 model side by side on the val split, collect correctness labels for the SFT model's sampled answers (simulated
-annotators, or Label Studio when `label_studio: {url: ...}` is set), and train the reward model on them. Each step
+annotators, or Label Studio when `label_studio: {url: ...}` is set), train the reward model on them, optimise the
+SFT policy against it with PPO, and evaluate SFT and PPO side by side (VQA accuracy, reward score, KL). Each step
 is skipped when its output is already complete, so an interrupted pipeline resumes where it stopped (interrupted
 SFT and reward runs resume from their last checkpoint; labels already pulled stay in the append-only store).
 """
@@ -35,6 +36,7 @@ class PipelineConfig:
     model_config: str = field(default="configs/demo/model.yaml", metadata={"help": "`init-model` config."})
     sft_config: str = field(default="configs/demo/sft.yaml", metadata={"help": "`sft` config (stage 1)."})
     reward_config: str = field(default="configs/demo/reward.yaml", metadata={"help": "`reward train` config."})
+    ppo_config: str = field(default="configs/demo/ppo.yaml", metadata={"help": "`ppo` config (stage 4)."})
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N val questions only."})
     examples: int = field(default=8, metadata={"help": "Validation answers shown per model."})
     max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit in evaluation."})
@@ -58,7 +60,7 @@ def _stage_config(types, path: str, out: Path):
     return parse_config(types, ["--config", path, "--out", str(out)])
 
 
-def _evaluation(cfg: PipelineConfig, models: dict[str, Path], data_dir: Path, out: Path) -> dict:
+def _evaluation(cfg: PipelineConfig, models: dict[str, Path], data_dir: Path, out: Path, **judges) -> dict:
     """Evaluate the checkpoints side by side, reusing a finished report of the same checkpoints."""
     done = out / "eval.json"
     if done.is_file():
@@ -76,6 +78,7 @@ def _evaluation(cfg: PipelineConfig, models: dict[str, Path], data_dir: Path, ou
             limit=cfg.eval_limit,
             out=str(out),
             max_new_tokens=cfg.max_new_tokens,
+            **judges,
         )
     )
 
@@ -100,6 +103,8 @@ def _examples(report: dict, data_dir: Path, out: Path, n: int) -> list[dict]:
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
     from labeling.stage import LabelingPlan, run_labeling
+    from ppo.train import is_complete as ppo_complete
+    from ppo.train import main as ppo_main
     from reward.train import is_complete as reward_complete
     from reward.train import main as reward_main
     from sft.train import SUMMARY, is_complete
@@ -145,9 +150,27 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             + ["--output_dir", str(reward_dir), "--vision_feature_cache", str(root / "cache" / "vision_features")]
         )
     reward_summary = json.loads((reward_dir / "summary.json").read_text())
+
+    ppo_dir = root / "models" / "ppo"
+    if not ppo_complete(ppo_dir):
+        ppo_main(
+            ["--config", cfg.ppo_config, "--sft_model_path", str(sft_dir), "--reward_model_path", str(reward_dir)]
+            + ["--data_dir", str(data_dir), "--output_dir", str(ppo_dir), "--resume", "true"]
+            + ["--vision_feature_cache", str(root / "cache" / "vision_features")]
+        )
+    ppo_summary = json.loads((ppo_dir / "summary.json").read_text())
+    rl_eval_dir = root / "eval-rl"
+    rl_report = _evaluation(
+        cfg,
+        {"sft": sft_dir, "ppo": ppo_dir},
+        data_dir,
+        rl_eval_dir,
+        reward_model=str(reward_dir),
+        reference=str(sft_dir),
+    )
     summary = {
         "data": str(data_dir),
-        "models": {"init": str(init_dir), "sft": str(sft_dir), "reward": str(reward_dir)},
+        "models": {"init": str(init_dir), "sft": str(sft_dir), "reward": str(reward_dir), "ppo": str(ppo_dir)},
         "sft": {
             k: sft_summary[k] for k in ("steps", "first_loss", "final_loss", "train_runtime_s", "tokens_per_second")
         },
@@ -155,6 +178,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         "report": str(eval_dir / "report.md"),
         "labels": labels,
         "reward": {k: reward_summary[k] for k in ("objective", "labels", "held_out", "steps", "train_runtime_s")},
+        "ppo": {k: ppo_summary[k] for k in ("updates", "episodes", "held_out", "best", "kl_budget", "seconds")},
+        "rl_eval": {r["name"]: r["metrics"] for r in rl_report["results"]},
+        "rl_report": str(rl_eval_dir / "report.md"),
         "examples": _examples(report, data_dir, eval_dir, cfg.examples),
         "seconds": round(time.time() - started, 1),
     }
@@ -204,6 +230,22 @@ def _reward_line(reward: dict) -> str:
     return line
 
 
+def _ppo_lines(summary: dict) -> str:
+    ppo, rl = summary["ppo"], summary["rl_eval"]
+    rows = [
+        ("VQA accuracy (%)",) + tuple(f"{100 * rl[n]['accuracy']:.1f}" for n in rl),
+        ("reward-model score",) + tuple(f"{rl[n]['reward_score']:.3f}" for n in rl),
+        ("KL to sft (nats/answer)",) + tuple(f"{rl[n]['kl_to_reference']:.3f}" for n in rl),
+    ]
+    best = ppo["best"]
+    head = f"PPO: {ppo['updates']} updates, {ppo['episodes']} rollouts, {ppo['seconds']:.0f} s"
+    if best:
+        head += f"; best held-out checkpoint at update {best['step']} ({best['path']})"
+    if ppo["kl_budget"] is not None:
+        head += f"; KL budget {ppo['kl_budget']}"
+    return head + "\n" + _table(("val split, greedy",) + tuple(rl), rows) + f"\nreport: {summary['rl_report']}"
+
+
 def format_summary(summary: dict) -> str:
     names = list(summary["eval"])
     metrics = summary["eval"]
@@ -228,6 +270,8 @@ def format_summary(summary: dict) -> str:
             "",
             _labels_line(summary["labels"]),
             _reward_line(summary["reward"]),
+            "",
+            _ppo_lines(summary),
             "",
             f"report: {summary['report']}  ({summary['seconds']} s in all)",
         ]

@@ -16,11 +16,26 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _judged_table(results: list[dict], names: list[str]) -> list[str]:
+    """Reward-model score and KL to the reference per checkpoint, where `eval` was given them."""
+    rows = []
+    for key, label in (
+        ("reward_score", "mean reward-model score (logit)"),
+        ("kl_to_reference", "KL to the reference (nats/answer)"),
+    ):
+        if any(r["metrics"] and key in r["metrics"] for r in results):
+            rows.append([label] + [f"{r['metrics'][key]:.3f}" if r["metrics"] and key in r["metrics"] else "–"
+                                   for r in results])  # fmt: skip
+    return ["## Reward and KL", "", _table([""] + names, rows), ""] if rows else []
+
+
 def markdown_report(results: list[dict], title: str) -> str:
     """`results`: one `{"name", "model", "metrics"}` per checkpoint (`metrics` None without annotations)."""
     names = [r["name"] for r in results]
-    scored = [r for r in results if r["metrics"] is not None]
     parts = [f"# {title}", "", "Checkpoints: " + ", ".join(f"`{r['name']}` = `{r['model']}`" for r in results), ""]
+    parts += _judged_table(results, names)
+    results = [dict(r, metrics=r["metrics"] if r["metrics"] and "accuracy" in r["metrics"] else None) for r in results]
+    scored = [r for r in results if r["metrics"] is not None]
     if not scored:
         parts.append("No annotations for this split: predictions only (see each checkpoint's predictions.json).")
         return "\n".join(parts) + "\n"
@@ -54,7 +69,7 @@ def markdown_report(results: list[dict], title: str) -> str:
 
 def accuracy_chart(results: list[dict], path: str | Path) -> Path | None:
     """Grouped bars: accuracy per answer type (and overall), one colour per checkpoint."""
-    scored = [r for r in results if r["metrics"] is not None]
+    scored = [r for r in results if r["metrics"] and "accuracy" in r["metrics"]]
     if not scored:
         return None
     import io

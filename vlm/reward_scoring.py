@@ -7,12 +7,18 @@ answer), read at the last attended token, the EOS after the answer.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from PIL import Image
+from transformers import AutoProcessor
 
+from vlm.builder import is_vlm_checkpoint
 from vlm.generation import vqa_prompt
+from vlm.modeling_vlm import VLMForSequenceClassification
+from vlm.precision import bf16_available
 
 
 def reward_text(question: str, answer: str, eos_token: str) -> str:
@@ -39,3 +45,20 @@ def score_answers(model, processor, images, questions, answers, batch_size: int 
         logits = model(**inputs.to(model.device)).logits
         scores.append(logits[:, 0].float().cpu())
     return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def load_reward_model(path: str | Path):
+    """A trained reward model (one output) on the best device, and its processor; a clear error otherwise."""
+    if not is_vlm_checkpoint(path):
+        raise ValueError(f"{path} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
+    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    if "VLMForSequenceClassification" not in architectures:
+        raise ValueError(
+            f"{path} is a {', '.join(architectures) or 'VLM'} checkpoint, not a reward model "
+            "(`vlm-rlhf reward train` writes one); scoring with an untrained head would mean nothing"
+        )
+    model = VLMForSequenceClassification.from_pretrained(path, dtype=torch.bfloat16 if bf16_available() else None)
+    if model.config.num_labels != 1:
+        raise ValueError(f"{path} has {model.config.num_labels} outputs; a reward model has one")
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return model, AutoProcessor.from_pretrained(path)

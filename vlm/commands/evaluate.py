@@ -14,13 +14,16 @@ from pathlib import Path
 
 import torch
 
+from vlm.answer_kl import answer_kl
 from vlm.builder import is_vlm_checkpoint, load_vlm
 from vlm.config_parsing import parse_config
+from vlm.data.images import load_image
 from vlm.data.vqa import load_vqa
 from vlm.evaluation import GenerationSettings, predict, score_predictions
 from vlm.io import atomic_write_json
 from vlm.precision import bf16_available
 from vlm.report import write_report
+from vlm.reward_scoring import load_reward_model, score_answers
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,12 @@ class EvalConfig(GenerationSettings):
     out: str = field(default="runs/eval", metadata={"help": "Where predictions and the report are written."})
     name: list[str] = field(default_factory=list, metadata={"help": "Report names, one per --model."})
     seed: int = field(default=0, metadata={"help": "Seed for sampled decoding."})
+    reward_model: str | None = field(
+        default=None, metadata={"help": "Also report the mean score of this reward model on each model's answers."}
+    )
+    reference: str | None = field(
+        default=None, metadata={"help": "Also report each model's KL to this checkpoint on its own answers."}
+    )
 
 
 def _names(models: list[str]) -> list[str]:
@@ -65,6 +74,7 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if bf16_available() else None
+    judges = _load_judges(cfg, device)
     out = Path(cfg.out)
     results = []
     for name, path in zip(names, cfg.model):
@@ -76,6 +86,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         official = [{"question_id": p["question_id"], "answer": p["answer"]} for p in predictions]
         atomic_write_json(out / name / "predictions.json", official)
         metrics = score_predictions(predictions, questions) if annotated else None
+        if judges:
+            metrics = (metrics or {}) | _judged(model, processor, questions, predictions, judges, cfg.batch_size)
         results.append(
             {"name": name, "model": str(path), "metrics": metrics, "seconds": round(time.time() - started, 1)}
         )
@@ -88,6 +100,44 @@ def evaluate(cfg: EvalConfig) -> dict:
     atomic_write_json(out / "eval.json", report, indent=2)
     write_report(results, out, title=f"VQA evaluation: {cfg.split} ({len(questions)} questions)")
     return report
+
+
+def _load_judges(cfg: EvalConfig, device: str) -> dict:
+    """The reward model (with its own processor: it re-reads the answers' text) and the reference policy."""
+    judges = {}
+    if cfg.reward_model:
+        judges["reward"] = load_reward_model(cfg.reward_model)
+    if cfg.reference:
+        if not is_vlm_checkpoint(cfg.reference):
+            raise ValueError(
+                f"{cfg.reference} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')"
+            )
+        reference, processor = load_vlm(cfg.reference, dtype=torch.bfloat16 if bf16_available() else None)
+        judges["reference"] = (reference.to(device).eval(), processor)
+    return judges
+
+
+def _judged(model, processor, questions, predictions, judges: dict, batch_size: int) -> dict:
+    """Mean reward-model score and mean KL to the reference (nats per answer) of one model's answers."""
+    if "reference" in judges and judges["reference"][1].tokenizer.get_vocab() != processor.tokenizer.get_vocab():
+        raise ValueError("the reference has another tokenizer than the evaluated model: their KL means nothing")
+    rewards, kls = [], []
+    for start in range(0, len(questions), batch_size):
+        rows = questions[start : start + batch_size]
+        images = [load_image(p, f"question_id {q}") for p, q in zip(rows["image_path"], rows["question_id"])]
+        answers = [p["answer"] for p in predictions[start : start + batch_size]]
+        if "reward" in judges:
+            rm, rm_processor = judges["reward"]
+            rewards += score_answers(rm, rm_processor, images, rows["question"], answers, batch_size).tolist()
+        if "reference" in judges:
+            reference = judges["reference"][0]
+            kls += answer_kl(model, reference, processor, images, rows["question"], answers, batch_size).tolist()
+    out = {}
+    if rewards:
+        out["reward_score"] = sum(rewards) / len(rewards)
+    if kls:
+        out["kl_to_reference"] = sum(kls) / len(kls)
+    return out
 
 
 def _merge_repeated(argv: list[str], flag: str) -> list[str]:
@@ -109,11 +159,17 @@ def format_results(report: dict) -> str:
     lines = []
     for r in report["results"]:
         m = r["metrics"]
-        if m is None:
-            lines.append(f"{r['name']}: predictions only ({r['model']})")
-            continue
-        types = ", ".join(f"{t} {100 * a:.1f}" for t, a in m["accuracy_by_answer_type"].items())
-        lines.append(f"{r['name']}: VQA accuracy {100 * m['accuracy']:.1f}% ({types}) on {m['questions']} questions")
+        if m is None or "accuracy" not in m:
+            line = f"{r['name']}: predictions only ({r['model']})"
+        else:
+            types = ", ".join(f"{t} {100 * a:.1f}" for t, a in m["accuracy_by_answer_type"].items())
+            line = f"{r['name']}: VQA accuracy {100 * m['accuracy']:.1f}% ({types}) on {m['questions']} questions"
+        m = m or {}
+        if "reward_score" in m:
+            line += f", reward-model score {m['reward_score']:.3f}"
+        if "kl_to_reference" in m:
+            line += f", KL to the reference {m['kl_to_reference']:.3f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
