@@ -112,3 +112,39 @@ def test_repeated_model_flags_are_merged():
         "b",
         "c",
     ]
+
+
+def test_eval_reports_reward_score_and_kl_to_a_reference(tiny_checkpoint, synthetic_data, tmp_path, capsys):
+    import torch
+    from transformers import AutoProcessor
+
+    from vlm.builder import load_vlm, save_vlm
+    from vlm.data.images import load_image
+    from vlm.modeling_vlm import VLMForSequenceClassification
+    from vlm.reward_scoring import load_reward_model, score_answers
+
+    torch.manual_seed(3)
+    rm = VLMForSequenceClassification.from_pretrained(tiny_checkpoint)
+    rm.save_pretrained(tmp_path / "rm")
+    AutoProcessor.from_pretrained(tiny_checkpoint).save_pretrained(tmp_path / "rm")
+    model, processor = load_vlm(tiny_checkpoint)
+    with torch.no_grad():
+        for p in model.model.language_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # a nearby policy: its KL to the original is small but > 0
+    save_vlm(model, processor, tmp_path / "nudged")
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", str(tiny_checkpoint), str(tmp_path / "nudged"), "--name", "base", "nudged"]
+    argv += ["--data", str(synthetic_data), "--limit", "12", "--out", str(out), "--max_new_tokens", "3"]
+    argv += ["--reward_model", str(tmp_path / "rm"), "--reference", str(tiny_checkpoint)]
+    assert cli_main(argv) == 0
+    base, nudged = json.loads((out / "eval.json").read_text())["results"]
+    assert base["metrics"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6)
+    assert nudged["metrics"]["kl_to_reference"] > 1e-4
+    questions = load_vqa(synthetic_data, "val2014", limit=12)
+    answers = [p["answer"] for p in json.loads((out / "nudged" / "predictions.json").read_text())]
+    rm_model, rm_processor = load_reward_model(tmp_path / "rm")
+    by_hand = score_answers(
+        rm_model, rm_processor, [load_image(p) for p in questions["image_path"]], questions["question"], answers
+    ).mean()
+    assert nudged["metrics"]["reward_score"] == pytest.approx(float(by_hand), abs=1e-5)
+    assert "Reward and KL" in (out / "report.md").read_text() and "KL to the reference" in capsys.readouterr().out
