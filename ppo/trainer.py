@@ -433,7 +433,8 @@ class VLMPPOTrainer(PPOTrainer):
             setattr(self.state, name, math.ceil(self.state.max_steps * value) if value < 1 else int(value))
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         self.model.train()
-        started = time.time() - (self.state.log_history[-1].get("seconds", 0) if self.state.log_history else 0)
+        elapsed = [h["seconds"] for h in self.state.log_history if "seconds" in h]  # before an interruption
+        started = time.time() - (elapsed[-1] if elapsed else 0)
         if first == 0 and self.evaluator is not None:
             self.start_metrics = self.evaluate_policy()  # the starting policy, the baseline the best must beat
         for update in range(first, args.num_total_batches):
