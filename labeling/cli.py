@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 
 from vlm.config_parsing import parse_config
+from vlm.gold import read_gold
 from vlm.io import atomic_write_text
 from vlm.label_store import VERDICTS, LabelStore, aggregate_verdicts, label_stats
 
@@ -15,6 +16,9 @@ class StatsConfig:
     store: str = field(default="labels", metadata={"help": "Label store folder."})
     out: str | None = field(default=None, metadata={"help": "Also write the aggregated verdict per answer (JSONL)."})
     json: bool = field(default=False, metadata={"help": "Print the statistics as JSON."})
+    gold: list[str] = field(
+        default_factory=list, metadata={"help": "Gold key file(s) (<answers>.gold.jsonl): per-annotator accuracy."}
+    )
 
 
 def generate_main(argv):
@@ -75,8 +79,18 @@ def format_stats(stats: dict) -> str:
         lines.append("agreement:       no answer has more than one label")
     lines.append("by annotator:")
     width = max((len(a) for a in stats["by_annotator"]), default=0)
+    quality = stats["annotator_quality"]
     for annotator, counts in stats["by_annotator"].items():
-        lines.append(f"  {annotator:<{width}}  " + ", ".join(f"{v} {counts[v]}" for v in VERDICTS))
+        q = quality[annotator]
+        extra = [
+            f"gold {100 * q['gold_accuracy']:.1f} % of {q['gold_labels']}" if q["gold_accuracy"] is not None else "",
+            f"agrees {100 * q['agreement']:.1f} %" if q["agreement"] is not None else "",
+            f"median {q['median_lead_time']:.1f} s/task" if q["median_lead_time"] is not None else "",
+        ]
+        lines.append(
+            f"  {annotator:<{width}}  " + ", ".join(f"{v} {counts[v]}" for v in VERDICTS)
+            + "".join(f"; {e}" for e in extra if e)
+        )  # fmt: skip
     return "\n".join(lines)
 
 
@@ -85,7 +99,7 @@ def stats_main(argv):
     rows = LabelStore(cfg.store).latest()
     if not rows:
         raise ValueError(f"label store {cfg.store} holds no labels")
-    stats = label_stats(rows)
+    stats = label_stats(rows, read_gold(cfg.gold))
     if cfg.out:
         aggregated = aggregate_verdicts(rows).values()
         atomic_write_text(cfg.out, "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in aggregated))

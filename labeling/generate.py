@@ -8,18 +8,22 @@ are dropped: there is nothing to judge. Records are described in `vlm.answers`.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from labeling.selection import STRATEGIES, select_answers
 from vlm.answers import answer_id, write_answers
 from vlm.builder import is_vlm_checkpoint, load_vlm
+from vlm.data.images import load_image
 from vlm.data.vqa import load_vqa
 from vlm.evaluation import GenerationSettings, predict
 from vlm.feature_bank import image_key
 from vlm.precision import bf16_available
+from vlm.reward_scoring import load_reward_model, score_answers
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,35 @@ class GenerateConfig(GenerationSettings):
     samples: int = field(default=4, metadata={"help": "Sampled answers per question (duplicates merged)."})
     out: str = field(default="answers.jsonl", metadata={"help": "Where the answer records are written."})
     seed: int = field(default=0)
+    select: str | None = field(
+        default=None,
+        metadata={"help": "Keep only --budget answers of the pool: random, uncertainty (RM P(correct) nearest 0.5) or "
+                          "disagreement (questions whose samples disagree most).", "choices": list(STRATEGIES)},
+    )  # fmt: skip
+    budget: int | None = field(default=None, metadata={"help": "Answers to label, chosen by --select."})
+    pool: int | None = field(
+        default=None, metadata={"help": "Questions answered to choose from (default: --questions)."}
+    )
+    random_fraction: float = field(
+        default=0.1, metadata={"help": "Also keep this share of the budget as a random slice (unbiased evaluation)."}
+    )
+    reward_model: str | None = field(
+        default=None,
+        metadata={"help": "Score the answers with this RM: P(correct) becomes the annotators' pre-annotation."},
+    )
+
+
+def _score(records: list[dict], reward_model: str, batch_size: int) -> None:
+    """Add the reward model's `reward`, `p_correct` and `reward_model` to every record (for uncertainty selection
+    and as the annotators' pre-annotation)."""
+    rm, processor = load_reward_model(reward_model)
+    name = str(Path(reward_model).resolve())
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        images = [load_image(r["image"], f"answer {r['answer_id']}") for r in batch]
+        logits = score_answers(rm, processor, images, [r["question"] for r in batch], [r["answer"] for r in batch])
+        for record, logit in zip(batch, logits.tolist()):
+            record.update(reward=logit, p_correct=1 / (1 + math.exp(-logit)), reward_model=name)
 
 
 def generate(cfg: GenerateConfig) -> dict:
@@ -46,6 +79,12 @@ def generate(cfg: GenerateConfig) -> dict:
         raise ValueError(f"{cfg.model} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
     if cfg.questions < 1 or cfg.samples < 1:
         raise ValueError(f"--questions and --samples must be at least 1 (got {cfg.questions}, {cfg.samples})")
+    if cfg.select and not cfg.budget:
+        raise ValueError("--select needs --budget N (the answers to label)")
+    if cfg.select == "uncertainty" and not cfg.reward_model:
+        raise ValueError("--select uncertainty needs --reward_model RM (its P(correct) is what is uncertain)")
+    if cfg.pool:
+        cfg.questions = cfg.pool
     questions = load_vqa(cfg.data, cfg.split, cfg.image_dir)
     picked = sorted(random.Random(cfg.seed).sample(range(len(questions)), min(cfg.questions, len(questions))))
     questions = questions.select(picked)
@@ -91,13 +130,24 @@ def generate(cfg: GenerateConfig) -> dict:
             "split": cfg.split,
             "sampling": sampling,
         }
-    write_answers(cfg.out, records.values())
+    del model
+    records = list(records.values())
+    pooled = len(records)
+    if cfg.reward_model:
+        _score(records, cfg.reward_model, cfg.batch_size)
+    if cfg.select:
+        records = select_answers(records, cfg.select, cfg.budget, cfg.random_fraction, cfg.seed)
+    write_answers(cfg.out, records)
     if empty:
         logger.info("dropped %d empty answers of %d samples", empty, len(predictions))
     return {
         "questions": len(questions),
         "samples": len(predictions),
+        "pool_answers": pooled,
         "answers": len(records),
+        "selected": {s: sum(r.get("selection") == s for r in records) for s in {r.get("selection") for r in records}}
+        if cfg.select
+        else None,
         "empty_dropped": empty,
         "answers_per_question": round(len(records) / max(len(questions), 1), 2),
         "out": cfg.out,

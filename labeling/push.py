@@ -21,9 +21,11 @@ from urllib.parse import quote
 from tqdm.auto import tqdm
 
 from labeling.client import ConnectionConfig, connect, ensure_project, talking_to, task_pages
+from labeling.gold import gold_records, mix_in
 from labeling.project import INSTRUCTIONS, prediction_from_answer, task_from_answer
 from vlm.answers import read_answers
 from vlm.data.errors import DataError
+from vlm.gold import gold_key_path, write_gold
 
 DOCUMENT_ROOT_VARIABLE = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 
@@ -42,6 +44,12 @@ class PushConfig(ConnectionConfig):
         default=None, metadata={"help": "Name of the reward model behind `p_correct` pre-annotations."}
     )
     batch_size: int = field(default=500, metadata={"help": "Tasks per import request."})
+    gold_rate: float = field(
+        default=0.0,
+        metadata={"help": "Mix in this share of gold answers (known verdict from VQA ground truth; key kept beside "
+                          "the answers file as <answers>.gold.jsonl, never sent to Label Studio)."},
+    )  # fmt: skip
+    seed: int = field(default=0, metadata={"help": "Seed of the gold answers' draw."})
 
 
 def _local_file_paths(records: list[dict], root: Path) -> dict[str, str]:
@@ -96,6 +104,8 @@ def push(cfg: PushConfig) -> dict:
     if cfg.images not in ("local-files", "base64"):
         raise ValueError(f"--images must be local-files or base64, not {cfg.images!r}")
     records = read_answers(cfg.answers)
+    gold, key = gold_records(records, cfg.gold_rate, cfg.seed)
+    records = mix_in(records, gold, cfg.seed)
     for number, r in enumerate(records, 1):  # all checked before anything reaches the server
         if not Path(r["image"]).is_file():
             raise DataError(f"{cfg.answers}: record {number} (answer {r['answer_id']}): image {r['image']} not found")
@@ -109,6 +119,8 @@ def push(cfg: PushConfig) -> dict:
         root = Path(root_setting).resolve()
         relative = _local_file_paths(records, root)
 
+    if key:  # before any task exists, so no gold task is ever without its key
+        write_gold(gold_key_path(cfg.answers), key)
     client = connect(cfg.url, cfg.api_key)
     project, created = ensure_project(client, cfg.url, cfg.project, INSTRUCTIONS)
     already = existing_answer_ids(client, cfg.url, project.id)
@@ -139,7 +151,8 @@ def push(cfg: PushConfig) -> dict:
         "project": cfg.project,
         "project_id": project.id,
         "project_created": created,
-        "answers": len(records),
+        "answers": len(records) - len(gold),
+        "gold_answers": len(gold),
         "tasks_created": len(new),
         "already_in_project": len(records) - len(new),
         "predictions": predictions,

@@ -15,9 +15,11 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labeling.gold import gold_records, mix_in
 from vlm.answers import read_answers
 from vlm.data.errors import DataError
 from vlm.data.vqa import load_vqa
+from vlm.gold import gold_key_path, write_gold
 from vlm.label_store import LabelStore
 from vlm.metrics import vqa_accuracy
 
@@ -29,6 +31,10 @@ class SimulateConfig:
     data: str | None = field(default=None, metadata={"help": "VQA folder with annotations (default: from records)."})
     split: str | None = field(default=None, metadata={"help": "VQA split (default: from the records)."})
     error_rate: float = field(default=0.1, metadata={"help": "Probability an annotator flips the true verdict."})
+    error_rates: str | None = field(
+        default=None, metadata={"help": "One error rate per annotator, comma-separated (e.g. 0.1,0.1,0.3)."}
+    )
+    gold_rate: float = field(default=0.0, metadata={"help": "Mix in this share of gold answers (see label push)."})
     unsure_rate: float = field(default=0.0, metadata={"help": "Probability an annotator answers unsure."})
     annotators: int = field(default=3, metadata={"help": "Number of simulated annotators."})
     per_answer: int = field(default=1, metadata={"help": "Annotators who label each answer (<= annotators)."})
@@ -52,13 +58,25 @@ def _ground_truth(records: list[dict], cfg: SimulateConfig) -> dict[int, dict]:
     return truth
 
 
+def error_rates(cfg: SimulateConfig) -> list[float]:
+    """Each annotator's error rate: `error_rates` if given (one per annotator), else `error_rate` for all."""
+    if cfg.error_rates is None:
+        return [cfg.error_rate] * cfg.annotators
+    rates = [float(x) for x in str(cfg.error_rates).split(",")]
+    if len(rates) != cfg.annotators:
+        raise ValueError(f"error_rates has {len(rates)} values for {cfg.annotators} annotators")
+    return rates
+
+
 def simulated_labels(records: list[dict], truth: dict[int, dict], cfg: SimulateConfig) -> list[dict]:
     if not 1 <= cfg.per_answer <= cfg.annotators:
         raise ValueError(f"per_answer must be between 1 and annotators ({cfg.annotators}), got {cfg.per_answer}")
-    for name, p in (("error_rate", cfg.error_rate), ("unsure_rate", cfg.unsure_rate)):
+    rates = error_rates(cfg)
+    for name, p in [("unsure_rate", cfg.unsure_rate)] + [("error rate", r) for r in rates]:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be a probability, got {p}")
     annotators = [f"simulated-{i + 1}" for i in range(cfg.annotators)]
+    error_of = dict(zip(annotators, rates))
     rows = []
     for r in records:
         if r["question_id"] not in truth:
@@ -70,7 +88,7 @@ def simulated_labels(records: list[dict], truth: dict[int, dict], cfg: SimulateC
             rng = _rng(cfg.seed, annotator, r["answer_id"])
             if rng.random() < cfg.unsure_rate:
                 verdict = "unsure"
-            elif rng.random() < cfg.error_rate:
+            elif rng.random() < error_of[annotator]:
                 verdict = "incorrect" if true_verdict == "correct" else "correct"
             else:
                 verdict = true_verdict
@@ -97,7 +115,18 @@ def simulate(cfg: SimulateConfig) -> dict:
     if not cfg.answers:
         raise ValueError("label simulate needs --answers answers.jsonl")
     records = read_answers(cfg.answers)
+    gold, key = gold_records(records, cfg.gold_rate, cfg.seed, cfg.threshold)
+    if gold:
+        write_gold(gold_key_path(cfg.answers), key)
+        records = mix_in(records, gold, cfg.seed)
     store = LabelStore(cfg.store)
     rows = simulated_labels(records, _ground_truth(records, cfg), cfg)
     written = store.append(rows)
-    return {"answers": len(records), "labels": len(rows), "stored": len(written), "store": str(Path(cfg.store))}
+    return {
+        "answers": len(records) - len(gold),
+        "gold_answers": len(gold),
+        "gold_key": str(gold_key_path(cfg.answers)) if gold else None,
+        "labels": len(rows),
+        "stored": len(written),
+        "store": str(Path(cfg.store)),
+    }

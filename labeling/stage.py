@@ -19,6 +19,7 @@ from labeling.push import PushConfig, push
 from labeling.simulate import SimulateConfig, simulate
 from vlm.answers import read_answers
 from vlm.data.errors import ServiceError
+from vlm.gold import read_gold
 from vlm.io import atomic_write_json
 from vlm.label_store import LabelStore, label_stats
 
@@ -58,6 +59,10 @@ class LabelingPlan:
     per_answer: int
     error_rate: float
     seed: int = 0
+    budget: int | None = None  # answers labelled per round, chosen from the pool (disagreement, then uncertainty)
+    random_fraction: float = 0.1
+    gold_rate: float = 0.0
+    error_rates: str | None = None  # per simulated annotator, e.g. "0.1,0.1,0.3"
 
 
 def _labeled_share(store: Path, answers: list[dict]) -> float:
@@ -65,10 +70,12 @@ def _labeled_share(store: Path, answers: list[dict]) -> float:
     return sum(a["answer_id"] in labeled for a in answers) / max(len(answers), 1)
 
 
-def _from_label_studio(settings: LabelStudioSettings, answers_file: Path, store: Path, data_dir: Path) -> dict:
+def _from_label_studio(
+    settings: LabelStudioSettings, answers_file: Path, store: Path, data_dir: Path, gold_rate: float
+) -> dict:
     connection = {"url": settings.url, "project": settings.project, "api_key": settings.api_key}
     document_root = settings.document_root or str(Path(data_dir).resolve())
-    pushed = push(PushConfig(**connection, answers=str(answers_file), document_root=document_root))
+    pushed = push(PushConfig(**connection, answers=str(answers_file), document_root=document_root, gold_rate=gold_rate))
     answers = read_answers(answers_file)
     deadline = time.monotonic() + settings.wait_seconds
     while True:
@@ -87,10 +94,24 @@ def _from_label_studio(settings: LabelStudioSettings, answers_file: Path, store:
 
 
 def run_labeling(
-    plan: LabelingPlan, model: Path, data_dir: Path, split: str, out: Path, label_studio: dict | None
+    plan: LabelingPlan,
+    model: Path,
+    data_dir: Path,
+    split: str,
+    out: Path,
+    label_studio: dict | None,
+    round_: int = 1,
+    reward_model: Path | None = None,
 ) -> dict:
-    """Answers in `out/answers.jsonl` (kept once written), labels in the store `out/store`."""
-    answers_file, store, plan_file = out / "answers.jsonl", out / "store", out / "plan.json"
+    """One round: answers in `out/round-<r>/answers.jsonl` (kept once written), labels in the shared store
+    `out/store`. With a `budget`, round 1 keeps the answers whose samples disagree most and later rounds those
+    the previous round's reward model is least sure of, each plus a random slice; the RM's guess is then the
+    annotators' pre-annotation."""
+    round_dir = out / f"round-{round_}"
+    answers_file, store, plan_file = round_dir / "answers.jsonl", out / "store", round_dir / "plan.json"
+    select = None
+    if plan.budget:
+        select = "uncertainty" if reward_model is not None else "disagreement"
     if plan_file.is_file() and json.loads(plan_file.read_text()) != asdict(plan):
         raise ValueError(
             f"{out} holds answers and labels made with other labeling settings ({plan_file}); "
@@ -107,27 +128,38 @@ def run_labeling(
                 temperature=plan.temperature,
                 max_new_tokens=plan.max_new_tokens,
                 out=str(answers_file),
-                seed=plan.seed,
+                seed=plan.seed + round_ - 1,  # another draw of questions each round
+                select=select,
+                budget=plan.budget,
+                random_fraction=plan.random_fraction,
+                reward_model=str(reward_model) if reward_model is not None else None,
             )
         )
         atomic_write_json(plan_file, asdict(plan), indent=2)
     if label_studio:
-        source = _from_label_studio(LabelStudioSettings.from_config(label_studio), answers_file, store, data_dir)
+        settings = LabelStudioSettings.from_config(label_studio)
+        source = _from_label_studio(settings, answers_file, store, data_dir, plan.gold_rate)
     else:
         simulate(
             SimulateConfig(
                 answers=str(answers_file),
                 store=str(store),
                 error_rate=plan.error_rate,
+                error_rates=plan.error_rates,
                 annotators=plan.annotators,
                 per_answer=plan.per_answer,
-                seed=plan.seed,
+                gold_rate=plan.gold_rate,
+                seed=plan.seed + round_ - 1,
             )
         )
         source = {"source": "simulated", "error_rate": plan.error_rate, "annotators": plan.annotators}
+    gold = sorted(str(p) for p in out.glob("round-*/answers.gold.jsonl"))
     return {
+        "round": round_,
+        "selection": select,
         "answers": str(answers_file),
         "store": str(store),
+        "gold": gold,
         **source,
-        "stats": label_stats(LabelStore(store).latest()),
+        "stats": label_stats(LabelStore(store).latest(), read_gold(gold)),
     }

@@ -13,6 +13,7 @@ from vlm.precision import apply_device_defaults
 OBJECTIVES = ("pointwise", "pairwise")
 WEIGHTINGS = ("agreement", "none")
 CLASS_BALANCE = ("weight", "none")
+GOLD_FILTERS = ("drop", "weight")
 
 
 @dataclass
@@ -41,6 +42,19 @@ class RewardConfig(TrainingArguments):
         },
     )
     min_agreement: float = field(default=0.0, metadata={"help": "Drop answers whose majority share is below this."})
+    gold: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Gold key file(s) (<answers>.gold.jsonl): annotators' gold accuracy; gold answers are "
+                          "trained on (images on the train side) and never held out."},
+    )  # fmt: skip
+    min_gold_accuracy: float | None = field(
+        default=None, metadata={"help": "Annotators below this gold accuracy are dropped or down-weighted."}
+    )
+    gold_filter: str = field(
+        default="drop",
+        metadata={"help": "drop: ignore weak annotators' labels; weight: their votes count their gold accuracy.",
+                  "choices": list(GOLD_FILTERS)},
+    )  # fmt: skip
     class_balance: str = field(
         default="weight",
         metadata={"help": "weight: BCE pos_weight = #incorrect / #correct; none.", "choices": list(CLASS_BALANCE)},
@@ -70,9 +84,12 @@ class RewardConfig(TrainingArguments):
             ("objective", self.objective, OBJECTIVES),
             ("weighting", self.weighting, WEIGHTINGS),
             ("class_balance", self.class_balance, CLASS_BALANCE),
+            ("gold_filter", self.gold_filter, GOLD_FILTERS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.min_gold_accuracy is not None and not self.gold:
+            raise ValueError("min_gold_accuracy needs the gold key: --gold <answers>.gold.jsonl")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
         if self.cache_vision_features and self.freeze_vision is False:

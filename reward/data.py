@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import random
 from collections import defaultdict
 from pathlib import Path
 
 from vlm.data.errors import DataError
+from vlm.gold import annotator_quality, read_gold
 from vlm.label_store import LabelStore, aggregate_verdicts
+
+logger = logging.getLogger(__name__)
 
 
 def _image_side(image: str, eval_fraction: float, seed: int) -> str:
@@ -27,6 +31,22 @@ def _image_side(image: str, eval_fraction: float, seed: int) -> str:
     return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
 
 
+def filter_annotators(rows: list[dict], gold: dict[str, str], cfg) -> tuple[list[dict], dict[str, float]]:
+    """Annotators whose gold accuracy is below `min_gold_accuracy`: their labels dropped (`gold_filter: drop`), or
+    their votes weighted by their gold accuracy (`weight`). Annotators with no gold label are kept as they are."""
+    if cfg.min_gold_accuracy is None or not gold:
+        return rows, {}
+    quality = annotator_quality(rows, gold)
+    weak = {a: q["gold_accuracy"] for a, q in quality.items()
+            if q["gold_accuracy"] is not None and q["gold_accuracy"] < cfg.min_gold_accuracy}  # fmt: skip
+    if weak:
+        logger.info("annotators below gold accuracy %.2f (%s): %s", cfg.min_gold_accuracy, cfg.gold_filter,
+                    ", ".join(f"{a} {acc:.2f}" for a, acc in sorted(weak.items())))  # fmt: skip
+    if cfg.gold_filter == "drop":
+        return [r for r in rows if r["annotator"] not in weak], {}
+    return rows, weak
+
+
 def labelled_answers(store: str, cfg) -> list[dict]:
     """One row per labelled answer: image, question, answer, label (1 correct / 0 incorrect / -1 unsure or a tie,
     which `check_trainable` drops), weight, agreement, annotators, its side of the image split, and `truth` where
@@ -34,12 +54,17 @@ def labelled_answers(store: str, cfg) -> list[dict]:
     latest = LabelStore(store).latest()
     if not latest:
         raise DataError(f"label store {store} holds no labels")
+    gold = read_gold(cfg.gold)
+    latest, vote_weight = filter_annotators(latest, gold, cfg)
     truth = {}
     for row in latest:
         if row.get("vqa_accuracy") is not None:
             truth[row["answer_id"]] = int(row["vqa_accuracy"] >= cfg.truth_threshold)
     rows = []
-    for answer_id, agg in aggregate_verdicts(latest).items():
+    for answer_id, agg in aggregate_verdicts(latest, vote_weight).items():
+        side = _image_side(agg["image"], cfg.eval_fraction, cfg.seed)
+        if answer_id in gold and side == "eval":
+            continue  # gold answers are known, not unseen: never part of the held-out evaluation
         rows.append(
             {
                 "answer_id": answer_id,
@@ -53,7 +78,8 @@ def labelled_answers(store: str, cfg) -> list[dict]:
                 "weight": agg["agreement"] if cfg.weighting == "agreement" else 1.0,
                 "annotators": agg["annotators"],
                 "truth": truth.get(answer_id, -1),
-                "side": _image_side(agg["image"], cfg.eval_fraction, cfg.seed),
+                "gold": answer_id in gold,
+                "side": side,
             }
         )
     return rows

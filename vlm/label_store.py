@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vlm.data.errors import DataError, read_jsonl
+from vlm.gold import annotator_quality
 from vlm.io import atomic_write_text
 from vlm.label_agreement import cohen_kappa_by_pair, krippendorff_alpha
 
@@ -120,24 +121,30 @@ class LabelStore:
         return new
 
 
-def aggregate_verdicts(rows: Sequence[dict]) -> dict[str, dict]:
+def aggregate_verdicts(rows: Sequence[dict], vote_weight: dict[str, float] | None = None) -> dict[str, dict]:
     """Per answer: the majority verdict over its annotators' latest labels (a tie for the top is `unsure`), the
-    vote counts, and the answer's fields. `rows` are latest versions (`LabelStore.latest()`)."""
+    vote counts, and the answer's fields. `rows` are latest versions (`LabelStore.latest()`). `vote_weight`
+    (annotator -> weight, default 1) down-weights annotators, e.g. by their gold accuracy; `agreement` is then the
+    weighted share of the top verdict."""
+    vote_weight = vote_weight or {}
     by_answer: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_answer[row["answer_id"]].append(row)
     aggregated = {}
     for answer_id, labels in by_answer.items():
         votes = Counter(row["verdict"] for row in labels)
-        ranked = votes.most_common()
-        tie = len(ranked) > 1 and ranked[0][1] == ranked[1][1]
+        weighted = Counter()
+        for row in labels:
+            weighted[row["verdict"]] += vote_weight.get(row["annotator"], 1.0)
+        ranked = weighted.most_common()
+        tie = len(ranked) > 1 and abs(ranked[0][1] - ranked[1][1]) < 1e-9
         first = labels[0]
         aggregated[answer_id] = {
             "answer_id": answer_id,
             "verdict": "unsure" if tie else ranked[0][0],
             "votes": {v: votes.get(v, 0) for v in VERDICTS},
             "annotators": len({row["annotator"] for row in labels}),
-            "agreement": ranked[0][1] / len(labels),
+            "agreement": ranked[0][1] / sum(weighted.values()) if sum(weighted.values()) else 0.0,
             "corrected_answers": sorted({row["corrected_answer"] for row in labels if row.get("corrected_answer")}),
             **{k: first.get(k) for k in ("image", "question_id", "question", "answer", "model")},
         }
@@ -161,8 +168,10 @@ def pairwise_agreement(rows: Sequence[dict]) -> dict:
     return {"items": items, "pairs": pairs, "agreement": agreeing / pairs if pairs else None}
 
 
-def label_stats(rows: Sequence[dict]) -> dict:
-    """Counts per verdict, per annotator (by verdict), per source; agreement; aggregated verdicts per answer."""
+def label_stats(rows: Sequence[dict], gold: dict[str, str] | None = None) -> dict:
+    """Counts per verdict, per annotator (by verdict; gold accuracy, agreement with the others, median time per
+    task), per source; agreement; aggregated verdicts per answer."""
+
     per_annotator: dict[str, Counter] = defaultdict(Counter)
     for row in rows:
         per_annotator[row["annotator"]][row["verdict"]] += 1
@@ -173,6 +182,8 @@ def label_stats(rows: Sequence[dict]) -> dict:
         "by_verdict": {v: sum(1 for r in rows if r["verdict"] == v) for v in VERDICTS},
         "by_source": dict(Counter(r["source"] for r in rows)),
         "by_annotator": {a: {v: c[v] for v in VERDICTS} for a, c in sorted(per_annotator.items())},
+        "annotator_quality": annotator_quality(rows, gold or {}),
+        "gold_answers": sum(1 for a in aggregated if a in (gold or {})),
         "agreement": pairwise_agreement(rows)
         | {"cohen_kappa": cohen_kappa_by_pair(rows), "krippendorff_alpha": krippendorff_alpha(rows)},
         "aggregated_by_verdict": {v: sum(1 for a in aggregated.values() if a["verdict"] == v) for v in VERDICTS},

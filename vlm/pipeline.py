@@ -46,6 +46,22 @@ class PipelineConfig:
     label_annotators: int = field(default=3, metadata={"help": "Simulated annotators."})
     label_per_answer: int = field(default=2, metadata={"help": "Simulated annotators per answer."})
     label_error_rate: float = field(default=0.1, metadata={"help": "Simulated annotators' error rate."})
+    label_error_rates: str | None = field(
+        default=None, metadata={"help": "One error rate per simulated annotator, comma-separated."}
+    )
+    label_rounds: int = field(
+        default=1, metadata={"help": "Rounds of label -> train RM -> select the next answers with that RM."}
+    )
+    label_budget: int | None = field(
+        default=None,
+        metadata={"help": "Answers labelled per round, chosen from label_questions x label_samples (disagreement "
+                          "in round 1, RM uncertainty after); none: label them all."},
+    )  # fmt: skip
+    label_random_fraction: float = field(default=0.1, metadata={"help": "Random slice on top of each budget."})
+    label_gold_rate: float = field(default=0.0, metadata={"help": "Share of gold answers mixed into each round."})
+    label_min_gold_accuracy: float | None = field(
+        default=None, metadata={"help": "The RM drops annotators below this gold accuracy (needs gold answers)."}
+    )
     label_studio: dict | str | None = field(
         default=None,
         metadata={"help": "Label with humans: {url, project, document_root, wait_seconds, poll_seconds, min_labeled}."},
@@ -140,15 +156,31 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         cfg.label_annotators,
         cfg.label_per_answer,
         cfg.label_error_rate,
+        budget=cfg.label_budget,
+        random_fraction=cfg.label_random_fraction,
+        gold_rate=cfg.label_gold_rate,
+        error_rates=cfg.label_error_rates,
     )
-    labels = run_labeling(plan, sft_dir, data_dir, SPLITS["train"], root / "labels", cfg.label_studio)
-
-    reward_dir = root / "models" / "reward"
-    if not reward_complete(reward_dir):
-        reward_main(
-            ["--config", cfg.reward_config, "--init_from", str(sft_dir), "--label_store", labels["store"]]
-            + ["--output_dir", str(reward_dir), "--vision_feature_cache", str(root / "cache" / "vision_features")]
+    rounds, reward_dir = [], None
+    for round_ in range(1, cfg.label_rounds + 1):
+        labels = run_labeling(
+            plan, sft_dir, data_dir, SPLITS["train"], root / "labels", cfg.label_studio, round_, reward_dir
         )
+        # The last round's reward model is the one PPO uses; earlier ones only choose the next answers.
+        reward_dir = root / "models" / ("reward" if round_ == cfg.label_rounds else f"reward-round-{round_}")
+        if not reward_complete(reward_dir):
+            gold = ["--gold", *labels["gold"]] if labels["gold"] else []
+            if gold and cfg.label_min_gold_accuracy is not None:
+                gold += ["--min_gold_accuracy", str(cfg.label_min_gold_accuracy)]
+            reward_main(
+                ["--config", cfg.reward_config, "--init_from", str(sft_dir), "--label_store", labels["store"]]
+                + ["--output_dir", str(reward_dir), "--vision_feature_cache", str(root / "cache" / "vision_features")]
+                + gold
+            )
+        held_out = json.loads((reward_dir / "summary.json").read_text())["held_out"]
+        rounds.append({"round": round_, "selection": labels["selection"], "reward_model": str(reward_dir),
+                       "labels": labels["stats"]["annotations"], "held_out": held_out})  # fmt: skip
+    labels["rounds"] = rounds
     reward_summary = json.loads((reward_dir / "summary.json").read_text())
 
     ppo_dir = root / "models" / "ppo"
@@ -216,6 +248,15 @@ def _labels_line(labels: dict) -> str:
     )
 
 
+def _rounds_line(labels: dict) -> str:
+    parts = []
+    for r in labels.get("rounds", []):
+        truth = r["held_out"].get("truth", r["held_out"]["labels"])
+        parts.append(f"round {r['round']} ({r['selection'] or 'all answers'}, {r['labels']} labels so far): "
+                     f"RM held-out agreement with the truth {100 * truth['accuracy']:.1f} %")  # fmt: skip
+    return "; ".join(parts)
+
+
 def _reward_line(reward: dict) -> str:
     held_out, labels = reward["held_out"]["labels"], reward["labels"]
     line = (
@@ -269,6 +310,7 @@ def format_summary(summary: dict) -> str:
             _table(("question", "human answer") + tuple(names), examples),
             "",
             _labels_line(summary["labels"]),
+            _rounds_line(summary["labels"]),
             _reward_line(summary["reward"]),
             "",
             _ppo_lines(summary),
