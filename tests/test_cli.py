@@ -193,7 +193,12 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert (tmp_path / "run/eval/report.md").is_file() and "VQA accuracy" in printed
     labels = summary["labels"]  # stage 2: sampled SFT answers, labelled by the simulated annotators
     assert labels["source"] == "simulated" and "simulated annotators" in printed
-    assert 12 <= labels["stats"]["answers"] <= 36 and labels["stats"]["annotations"] == 2 * labels["stats"]["answers"]
+    # two rounds (configs/demo.yaml): answers to 12 questions each, chosen by disagreement, then by the round-1
+    # RM's uncertainty, with gold answers mixed in; every answer labelled by 2 annotators
+    assert [(r["round"], r["selection"]) for r in labels["rounds"]] == [(1, "disagreement"), (2, "uncertainty")]
+    assert (tmp_path / "run/models/reward-round-1/summary.json").is_file() and len(labels["gold"]) == 2
+    assert labels["stats"]["gold_answers"] >= 2 and "round 2 (uncertainty" in printed
+    assert 24 <= labels["stats"]["answers"] <= 80 and labels["stats"]["annotations"] == 2 * labels["stats"]["answers"]
     assert labels["stats"]["by_verdict"]["correct"] > 0 and labels["stats"]["by_verdict"]["incorrect"] > 0
     reward = summary["reward"]  # stage 3: trained on those labels, measured on answers to unseen images
     assert reward["labels"]["held_out_answers"] > 0 and 0.0 <= reward["held_out"]["labels"]["accuracy"] <= 1.0
