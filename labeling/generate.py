@@ -22,6 +22,7 @@ from vlm.data.images import load_image
 from vlm.data.vqa import load_vqa
 from vlm.evaluation import GenerationSettings, predict
 from vlm.feature_bank import image_key
+from vlm.label_store import LabelStore
 from vlm.precision import bf16_available
 from vlm.reward_scoring import load_reward_model, score_answers
 
@@ -52,6 +53,9 @@ class GenerateConfig(GenerationSettings):
     )
     random_fraction: float = field(
         default=0.1, metadata={"help": "Also keep this share of the budget as a random slice (unbiased evaluation)."}
+    )
+    skip_labelled: str | None = field(
+        default=None, metadata={"help": "Label store: answers it already holds labels for are not chosen again."}
     )
     reward_model: str | None = field(
         default=None,
@@ -132,6 +136,9 @@ def generate(cfg: GenerateConfig) -> dict:
         }
     del model
     records = list(records.values())
+    if cfg.skip_labelled and Path(cfg.skip_labelled).is_dir():
+        labelled = {row["answer_id"] for row in LabelStore(cfg.skip_labelled).latest()}
+        records = [r for r in records if r["answer_id"] not in labelled]
     pooled = len(records)
     if cfg.reward_model:
         _score(records, cfg.reward_model, cfg.batch_size)

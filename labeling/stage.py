@@ -133,6 +133,7 @@ def run_labeling(
                 budget=plan.budget,
                 random_fraction=plan.random_fraction,
                 reward_model=str(reward_model) if reward_model is not None else None,
+                skip_labelled=str(store),
             )
         )
         atomic_write_json(plan_file, asdict(plan), indent=2)
