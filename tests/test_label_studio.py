@@ -23,7 +23,8 @@ from labeling.server import LabelStudioServer, free_port
 from vlm.answers import read_answers, write_answers
 from vlm.cli import main
 from vlm.data.errors import DataError
-from vlm.label_store import LabelStore, aggregate_verdicts
+from vlm.gold import gold_key_path, read_gold
+from vlm.label_store import LabelStore, aggregate_verdicts, label_stats
 
 PROJECT = "correctness test"
 
@@ -148,6 +149,32 @@ def test_push_adds_the_reward_models_guess_as_a_prediction(label_studio, answers
         assert prediction.model_version == "rm-checkpoint-7" and prediction.score == pytest.approx(score)
         assert prediction.result[0]["value"] == {"choices": [verdict]}
     assert client.predictions.list(task=by_answer[records[2]["answer_id"]]) == []
+
+
+def test_gold_answers_are_pushed_like_the_others_and_graded(label_studio, answers_file, synthetic_data, tmp_path):
+    records = read_answers(answers_file)
+    summary = _push(label_studio, answers_file, root=synthetic_data, gold_rate=0.5, seed=2)
+    gold = read_gold(gold_key_path(answers_file))  # the key stays here; Label Studio never sees it
+    assert summary["gold_answers"] == len(gold) == round(0.5 * len(records)) >= 2
+    tasks = _tasks(label_studio)
+    assert len(tasks) == len(records) + len(gold)
+    assert len({frozenset(t["data"]) for t in tasks}) == 1  # gold tasks carry exactly the fields the others do
+    assert not any(v in json.dumps(t["data"]) for t in tasks for v in ("gold", "expected"))
+    assert _push(label_studio, answers_file, root=synthetic_data, gold_rate=0.5, seed=2)["tasks_created"] == 0
+    by_answer = {t["data"]["answer_id"]: t["id"] for t in tasks}
+    wrong = {"correct": "incorrect", "incorrect": "correct"}
+    for answer, expected in gold.items():  # ann1 gets every gold answer right, ann2 every one wrong
+        _annotate(label_studio, "ann1@example.com", by_answer[answer], expected, lead_time=3.0)
+        _annotate(label_studio, "ann2@example.com", by_answer[answer], wrong[expected], lead_time=9.0)
+    _pull(label_studio, tmp_path / "store")
+    assert (
+        main(["labels", "stats", "--store", str(tmp_path / "store"), "--gold", str(gold_key_path(answers_file))]) == 0
+    )
+    stats = label_stats(LabelStore(tmp_path / "store").latest(), gold)
+    quality = stats["annotator_quality"]
+    ann1, ann2 = (next(q for who, q in quality.items() if name in who) for name in ("ann1", "ann2"))
+    assert ann1["gold_accuracy"] == 1.0 and ann2["gold_accuracy"] == 0.0 and ann1["agreement"] == 0.0
+    assert ann1["median_lead_time"] == pytest.approx(3.0) and ann2["median_lead_time"] == pytest.approx(9.0)
 
 
 def test_push_can_embed_images_instead(label_studio, answers_file, tmp_path):
