@@ -254,3 +254,57 @@ def test_lora_reward_model_trains_adapters_and_saves_a_plain_model(tiny_checkpoi
         summary["held_out"]["labels"]["accuracy"]
     )  # the saved model is the one that was measured
     assert list(out.glob("runs/*/events.out.tfevents.*"))  # TensorBoard logs
+
+
+def test_gold_filtering_drops_a_careless_annotator(tiny_checkpoint, synthetic_data, tmp_path):
+    """One of three annotators flips 30 % of verdicts; gold answers (labelled by all three) flag them, and the
+    reward model trained without them learns from labels that all match the truth, and scores more decisively."""
+    import random
+
+    from vlm.gold import annotator_quality, write_gold
+
+    rows, gold = [], {}
+    rng = random.Random(0)
+    for i, q in enumerate(load_vqa(synthetic_data, "train2014")):
+        for j, (text, verdict) in enumerate(RULE.items()):
+            key = answer_id(q["image_path"], q["question"], text, "test")
+            is_gold = rng.random() < 0.15
+            if is_gold:
+                gold[key] = verdict
+            for who in ("good1", "good2", "careless") if is_gold else [("good1", "good2", "careless")[(i + j) % 3]]:
+                flip = who == "careless" and random.Random(f"{who}/{key}").random() < 0.3
+                rows.append({
+                    "annotation_id": f"simulated/{who}/{key}", "answer_id": key, "annotator": who,
+                    "verdict": {"correct": "incorrect", "incorrect": "correct"}[verdict] if flip else verdict,
+                    "source": "simulated", "image": q["image_path"], "question_id": q["question_id"],
+                    "question": q["question"], "answer": text, "vqa_accuracy": 1.0 if verdict == "correct" else 0.0,
+                })  # fmt: skip
+    LabelStore(tmp_path / "labels").append(rows)
+    key_file = write_gold(tmp_path / "answers.gold.jsonl", gold)
+    quality = annotator_quality(LabelStore(tmp_path / "labels").latest(), gold)
+    assert quality["good1"]["gold_accuracy"] == quality["good2"]["gold_accuracy"] == 1.0
+    assert 0.5 < quality["careless"]["gold_accuracy"] < 0.85
+
+    plain = _config(tiny_checkpoint, tmp_path / "labels", tmp_path / "plain")
+    filtered = _config(tiny_checkpoint, tmp_path / "labels", tmp_path / "filtered",
+                       gold=[str(key_file)], min_gold_accuracy=0.85)  # fmt: skip
+
+    def truth_share(cfg):
+        decided = check_trainable(labelled_answers(str(tmp_path / "labels"), cfg), cfg, "labels")
+        return sum(r["label"] == r["truth"] for r in decided) / len(decided), decided
+
+    noisy_share, _ = truth_share(plain)
+    clean_share, decided = truth_share(filtered)
+    assert clean_share == 1.0 and noisy_share < 0.97
+    assert not any(r["gold"] and r["side"] == "eval" for r in decided)  # gold is never held out as unseen
+    assert any(r["gold"] and r["side"] == "train" for r in decided)
+    results = {}
+    for cfg in (plain, filtered):
+        summary = json.loads((train(cfg) / "summary.json").read_text())
+        results[cfg.output_dir] = summary["held_out"]["truth"]
+    assert summary["labels"]["gold_answers"] > 0 and summary["labels"]["min_gold_accuracy"] == 0.85
+    without, with_filter = results[plain.output_dir], results[filtered.output_dir]
+    # Held-out agreement with the truth saturates on this rule (1.0 either way, measured); the labels' noise shows in
+    # how far apart and how well calibrated the scores are: measured gap 5.2 -> 8.7 logits, ECE 0.069 -> 0.013.
+    assert with_filter["accuracy"] >= without["accuracy"]
+    assert with_filter["score_gap"] > without["score_gap"] + 1.0 and with_filter["ece"] < without["ece"]
