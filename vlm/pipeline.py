@@ -192,14 +192,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         )
     ppo_summary = json.loads((ppo_dir / "summary.json").read_text())
     rl_eval_dir = root / "eval-rl"
-    rl_report = _evaluation(
-        cfg,
-        {"sft": sft_dir, "ppo": ppo_dir},
-        data_dir,
-        rl_eval_dir,
-        reward_model=str(reward_dir),
-        reference=str(sft_dir),
-    )
+    rl_models = {"sft": sft_dir, "ppo": ppo_dir}
+    best = ppo_summary["best"]
+    if best and best["step"] != ppo_summary["updates"]:  # the held-out best is not the final policy: show both
+        rl_models["ppo-best"] = Path(best["path"])
+    rl_report = _evaluation(cfg, rl_models, data_dir, rl_eval_dir, reward_model=str(reward_dir), reference=str(sft_dir))
     summary = {
         "data": str(data_dir),
         "models": {"init": str(init_dir), "sft": str(sft_dir), "reward": str(reward_dir), "ppo": str(ppo_dir)},
