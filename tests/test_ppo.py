@@ -252,3 +252,24 @@ def test_bad_inputs_get_one_clear_error(tiny_checkpoint, synthetic_data, reward_
     for argv in (["--kl_coeff", "0.1"], ["--config", str(typo)]):  # unknown keys, on the command line or in YAML
         assert cli_main(base + ["--reward_model_path", str(reward_checkpoint), *argv]) == 2
         assert "kl_coeff" in capsys.readouterr().err
+
+
+def test_guards_fire_on_negative_kl_and_collapsed_answers():
+    from ppo.guards import collapse_problem, kl_problem
+
+    assert kl_problem(-0.01, 0.5) is None and "below -0.5" in kl_problem(-0.7, 0.5)
+    assert collapse_problem(["red", "2", "yes", "no"], 2.0, 2.0, 3.0) is None
+    assert "every answer of the update is 'yes'" in collapse_problem(["yes"] * 8, 2.0, 2.0, 3.0)
+    assert "outside [0.67, 6.00]" in collapse_problem(["a b c d e f g"] * 2 + ["x", "y"], 7.5, 2.0, 3.0)
+    assert collapse_problem(["a", "b", "c", "d"], 0.5, 2.0, 3.0) is not None  # answers shrinking to nothing
+
+
+def test_a_collapsing_run_stops_with_its_last_good_checkpoint(tiny_checkpoint, synthetic_data, tmp_path):
+    """Rewarding the empty answer at a high learning rate collapses the answers; the guard stops the run and
+    names the checkpoint to go back to."""
+    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", total_episodes=8 * 40, learning_rate=3e-2,
+                  kl_coef=0.0, save_strategy="steps", save_steps=1, collapse_length_factor=2.0)  # fmt: skip
+    with pytest.raises(TrainingStopped, match=r"answers collapsed|collapsed onto one answer") as stopped:
+        run(build_trainer(cfg, reward_fn=lambda rows, answers: torch.tensor([-len(a) / 10 for a in answers])))
+    assert "last good checkpoint is" in str(stopped.value) and "checkpoint-" in str(stopped.value)
+    assert not (tmp_path / "out" / "summary.json").exists()
