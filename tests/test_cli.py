@@ -207,7 +207,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert ppo["updates"] == 3 and ppo["best"]["step"] in (0, 2, 3)
     rl = summary["rl_eval"]
     assert rl["sft"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6) and rl["ppo"]["kl_to_reference"] > 0
-    assert rl["sft"]["reward_score"] != rl["ppo"]["reward_score"] and "KL to sft" in printed
+    assert rl["sft"]["reward_score"] != rl["ppo"]["reward_score"] and "KL to PPO's start" in printed
     assert "Reward and KL" in (tmp_path / "run/eval-rl/report.md").read_text()
     weights = [tmp_path / f"run/models/{m}/model.safetensors" for m in ("init", "sft", "reward", "ppo")]
     stamps = [w.stat().st_mtime_ns for w in weights]

@@ -37,6 +37,11 @@ class PipelineConfig:
     sft_config: str = field(default="configs/demo/sft.yaml", metadata={"help": "`sft` config (stage 1)."})
     reward_config: str = field(default="configs/demo/reward.yaml", metadata={"help": "`reward train` config."})
     ppo_config: str = field(default="configs/demo/ppo.yaml", metadata={"help": "`ppo` config (stage 4)."})
+    ppo_from_sft_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Start PPO from this checkpoint of the SFT run (e.g. checkpoint-500: an earlier, less "
+                          "certain policy); default: the final SFT model."},
+    )  # fmt: skip
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N val questions only."})
     examples: int = field(default=8, metadata={"help": "Validation answers shown per model."})
     max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit in evaluation."})
@@ -184,19 +189,25 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     reward_summary = json.loads((reward_dir / "summary.json").read_text())
 
     ppo_dir = root / "models" / "ppo"
+    ppo_start = sft_dir / cfg.ppo_from_sft_checkpoint if cfg.ppo_from_sft_checkpoint else sft_dir
+    if not is_vlm_checkpoint(ppo_start):
+        raise ValueError(f"ppo_from_sft_checkpoint: {ppo_start} is not a checkpoint of the SFT run (keep it with "
+                         "save_total_limit in the SFT config)")  # fmt: skip
     if not ppo_complete(ppo_dir):
         ppo_main(
-            ["--config", cfg.ppo_config, "--sft_model_path", str(sft_dir), "--reward_model_path", str(reward_dir)]
+            ["--config", cfg.ppo_config, "--sft_model_path", str(ppo_start), "--reward_model_path", str(reward_dir)]
             + ["--data_dir", str(data_dir), "--output_dir", str(ppo_dir), "--resume", "true"]
             + ["--vision_feature_cache", str(root / "cache" / "vision_features")]
         )
     ppo_summary = json.loads((ppo_dir / "summary.json").read_text())
     rl_eval_dir = root / "eval-rl"
-    rl_models = {"sft": sft_dir, "ppo": ppo_dir}
+    rl_models = {"sft": sft_dir} | ({"ppo-start": ppo_start} if ppo_start != sft_dir else {}) | {"ppo": ppo_dir}
     best = ppo_summary["best"]
     if best and best["step"] != ppo_summary["updates"]:  # the held-out best is not the final policy: show both
         rl_models["ppo-best"] = Path(best["path"])
-    rl_report = _evaluation(cfg, rl_models, data_dir, rl_eval_dir, reward_model=str(reward_dir), reference=str(sft_dir))
+    rl_report = _evaluation(
+        cfg, rl_models, data_dir, rl_eval_dir, reward_model=str(reward_dir), reference=str(ppo_start)
+    )
     summary = {
         "data": str(data_dir),
         "models": {"init": str(init_dir), "sft": str(sft_dir), "reward": str(reward_dir), "ppo": str(ppo_dir)},
@@ -207,7 +218,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         "report": str(eval_dir / "report.md"),
         "labels": labels,
         "reward": {k: reward_summary[k] for k in ("objective", "labels", "held_out", "steps", "train_runtime_s")},
-        "ppo": {k: ppo_summary[k] for k in ("updates", "episodes", "held_out", "best", "kl_budget", "seconds")},
+        "ppo": {k: ppo_summary[k] for k in ("updates", "episodes", "held_out", "best", "kl_budget", "seconds")}
+        | {"start": str(ppo_start)},
         "rl_eval": {r["name"]: r["metrics"] for r in rl_report["results"]},
         "rl_report": str(rl_eval_dir / "report.md"),
         "examples": _examples(report, data_dir, eval_dir, cfg.examples),
@@ -273,10 +285,10 @@ def _ppo_lines(summary: dict) -> str:
     rows = [
         ("VQA accuracy (%)",) + tuple(f"{100 * rl[n]['accuracy']:.1f}" for n in rl),
         ("reward-model score",) + tuple(f"{rl[n]['reward_score']:.3f}" for n in rl),
-        ("KL to sft (nats/answer)",) + tuple(f"{rl[n]['kl_to_reference']:.3f}" for n in rl),
+        ("KL to PPO's start (nats/answer)",) + tuple(f"{rl[n]['kl_to_reference']:.3f}" for n in rl),
     ]
     best = ppo["best"]
-    head = f"PPO: {ppo['updates']} updates, {ppo['episodes']} rollouts, {ppo['seconds']:.0f} s"
+    head = f"PPO from {ppo['start']}: {ppo['updates']} updates, {ppo['episodes']} rollouts, {ppo['seconds']:.0f} s"
     if best:
         head += f"; best held-out checkpoint at update {best['step']} ({best['path']})"
     if ppo["kl_budget"] is not None:
