@@ -337,6 +337,16 @@ def test_pipeline_pushes_to_label_studio_and_waits_for_people(label_studio, tmp_
     sft_cfg.write_text("max_steps: 2\nper_device_train_batch_size: 8\nsave_strategy: 'no'\nreport_to: none\n")
     reward_cfg = tmp_path / "reward.yaml"
     reward_cfg.write_text("max_steps: 2\nmin_labels: 4\neval_fraction: 0.5\nsave_strategy: 'no'\nreport_to: none\n")
+    ppo_cfg = tmp_path / "ppo.yaml"
+    ppo_cfg.write_text(
+        "total_episodes: 16\nper_device_train_batch_size: 8\nnum_ppo_epochs: 1\neval_strategy: 'no'\n"
+        "save_strategy: 'no'\nreport_to: none\n"
+    )
+    pipeline_cfg = tmp_path / "pipeline.yaml"  # one round of every answer, no gold: each task is one of the answers
+    pipeline_cfg.write_text(
+        "label_rounds: 1\nlabel_budget: null\nlabel_gold_rate: 0.0\nlabel_min_gold_accuracy: null\n"
+        "ppo_from_sft_checkpoint: null\n"
+    )
     run = tmp_path / "run"
     settings = {
         "url": label_studio.url,
@@ -344,15 +354,16 @@ def test_pipeline_pushes_to_label_studio_and_waits_for_people(label_studio, tmp_
         "document_root": str(tmp_path),
         "api_key": label_studio.api_key,
     }
-    argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(run), "--data_config", str(data_cfg)]
+    argv = ["pipeline", "--config", str(pipeline_cfg), "--output_dir", str(run), "--data_config", str(data_cfg)]
     argv += ["--model_config", str(model_cfg), "--sft_config", str(sft_cfg), "--reward_config", str(reward_cfg)]
+    argv += ["--ppo_config", str(ppo_cfg)]
     argv += ["--label_questions", "8"]
     argv += ["--label_samples", "2", "--label_studio", json.dumps(settings)]
 
     assert main(argv) == 2  # pushed; nobody has labelled yet
     assert "0 % of the" in capsys.readouterr().err
     tasks = _tasks(label_studio)
-    assert len(tasks) == len(read_answers(run / "labels/answers.jsonl")) >= 8
+    assert len(tasks) == len(read_answers(run / "labels/round-1/answers.jsonl")) >= 8
     for i, task in enumerate(tasks):
         _annotate(label_studio, "ann1@example.com", task["id"], "correct" if i % 2 else "incorrect")
 
