@@ -180,7 +180,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     )
     argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(tmp_path / "run")]
     argv += ["--data_config", str(data_cfg), "--model_config", str(model_cfg), "--sft_config", str(sft_cfg)]
-    argv += ["--reward_config", str(reward_cfg), "--ppo_config", str(ppo_cfg)]
+    argv += ["--reward_config", str(reward_cfg), "--ppo_config", str(ppo_cfg), "--ppo_from_sft_checkpoint", ""]
     argv += ["--examples", "5", "--label_questions", "12", "--label_samples", "3"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
