@@ -8,7 +8,6 @@ are dropped: there is nothing to judge. Records are described in `vlm.answers`.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,13 +17,12 @@ import torch
 from labeling.selection import STRATEGIES, select_answers
 from vlm.answers import answer_id, write_answers
 from vlm.builder import is_vlm_checkpoint, load_vlm
-from vlm.data.images import load_image
 from vlm.data.vqa import load_vqa
 from vlm.evaluation import GenerationSettings, predict
 from vlm.feature_bank import image_key
 from vlm.label_store import LabelStore
 from vlm.precision import bf16_available
-from vlm.reward_scoring import load_reward_model, score_answers
+from vlm.reward_scoring import load_reward_model, score_records
 
 logger = logging.getLogger(__name__)
 
@@ -61,19 +59,6 @@ class GenerateConfig(GenerationSettings):
         default=None,
         metadata={"help": "Score the answers with this RM: P(correct) becomes the annotators' pre-annotation."},
     )
-
-
-def _score(records: list[dict], reward_model: str, batch_size: int) -> None:
-    """Add the reward model's `reward`, `p_correct` and `reward_model` to every record (for uncertainty selection
-    and as the annotators' pre-annotation)."""
-    rm, processor = load_reward_model(reward_model)
-    name = str(Path(reward_model).resolve())
-    for start in range(0, len(records), batch_size):
-        batch = records[start : start + batch_size]
-        images = [load_image(r["image"], f"answer {r['answer_id']}") for r in batch]
-        logits = score_answers(rm, processor, images, [r["question"] for r in batch], [r["answer"] for r in batch])
-        for record, logit in zip(batch, logits.tolist()):
-            record.update(reward=logit, p_correct=1 / (1 + math.exp(-logit)), reward_model=name)
 
 
 def generate(cfg: GenerateConfig) -> dict:
@@ -140,8 +125,9 @@ def generate(cfg: GenerateConfig) -> dict:
         labelled = {row["answer_id"] for row in LabelStore(cfg.skip_labelled).latest()}
         records = [r for r in records if r["answer_id"] not in labelled]
     pooled = len(records)
-    if cfg.reward_model:
-        _score(records, cfg.reward_model, cfg.batch_size)
+    if cfg.reward_model:  # P(correct) for uncertainty selection and as the annotators' pre-annotation
+        rm, rm_processor = load_reward_model(cfg.reward_model)
+        score_records(rm, rm_processor, records, str(Path(cfg.reward_model).resolve()), cfg.batch_size)
     if cfg.select:
         records = select_answers(records, cfg.select, cfg.budget, cfg.random_fraction, cfg.seed)
     write_answers(cfg.out, records)

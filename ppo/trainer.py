@@ -123,8 +123,9 @@ class VLMPPOTrainer(PPOTrainer):
     def _scores(self, rows: list[int], responses, query_responses_post, images, context_length) -> dict:
         answers = decode_answers(self.tokenizer, responses)
         out = {"answers": answers}
+        examples = [self.vqa[r] for r in rows]  # read once: the reward function and the VQA accuracy both need them
         if self.reward_fn is not None:
-            scores = self.reward_fn([self.vqa[r] for r in rows], answers).to(responses.device, torch.float32)
+            scores = self.reward_fn(examples, answers).to(responses.device, torch.float32)
         else:
             scores = torch.cat(
                 [
@@ -136,7 +137,7 @@ class VLMPPOTrainer(PPOTrainer):
         out["model_scores"] = scores.clone()
         if "answers" in self.vqa.column_names:
             accuracy = torch.tensor(
-                [vqa_accuracy(a, self.vqa[r]["answers"]) for r, a in zip(rows, answers)], device=scores.device
+                [vqa_accuracy(a, e["answers"]) for e, a in zip(examples, answers)], device=scores.device
             )
             out["vqa_accuracy"] = accuracy
             scores = scores + self.args.ground_truth_weight * accuracy

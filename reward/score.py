@@ -8,13 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 from vlm.answers import read_answers, write_answers
 from vlm.config_parsing import parse_config
-from vlm.data.images import load_image
-from vlm.reward_scoring import load_reward_model, score_answers
+from vlm.reward_scoring import load_reward_model, score_records
 
 
 @dataclass
@@ -30,13 +26,7 @@ def score(cfg: ScoreConfig) -> dict:
         raise ValueError("reward score needs --model REWARD_MODEL and --answers answers.jsonl")
     records = read_answers(cfg.answers)
     model, processor = load_reward_model(cfg.model)
-    name = str(Path(cfg.model).resolve())
-    for start in tqdm(range(0, len(records), cfg.batch_size), desc="scoring", unit="batch", leave=False):
-        batch = records[start : start + cfg.batch_size]
-        images = [load_image(r["image"], f"{cfg.answers}: answer {r['answer_id']}") for r in batch]
-        logits = score_answers(model, processor, images, [r["question"] for r in batch], [r["answer"] for r in batch])
-        for record, logit in zip(batch, logits.tolist()):
-            record.update(reward=logit, p_correct=float(torch.sigmoid(torch.tensor(logit))), reward_model=name)
+    score_records(model, processor, records, str(Path(cfg.model).resolve()), cfg.batch_size, cfg.answers)
     out = write_answers(cfg.out or cfg.answers, records)
     rewards = [r["reward"] for r in records]
     return {

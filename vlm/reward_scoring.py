@@ -13,9 +13,11 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 from transformers import AutoProcessor
 
 from vlm.builder import is_vlm_checkpoint
+from vlm.data.images import load_image
 from vlm.generation import vqa_prompt
 from vlm.modeling_vlm import VLMForSequenceClassification
 from vlm.precision import bf16_available
@@ -45,6 +47,18 @@ def score_answers(model, processor, images, questions, answers, batch_size: int 
         logits = model(**inputs.to(model.device)).logits
         scores.append(logits[:, 0].float().cpu())
     return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def score_records(model, processor, records: list[dict], name: str, batch_size: int = 32, source: str = "") -> None:
+    """Add `reward` (the logit), `p_correct` (its sigmoid) and `reward_model` (`name`) to every answer record, in
+    place; a record whose image cannot be read is named (`source`: the file the records come from)."""
+    prefix = f"{source}: " if source else ""
+    for start in tqdm(range(0, len(records), batch_size), desc="scoring", unit="batch", leave=False):
+        batch = records[start : start + batch_size]
+        images = [load_image(r["image"], f"{prefix}answer {r['answer_id']}") for r in batch]
+        logits = score_answers(model, processor, images, [r["question"] for r in batch], [r["answer"] for r in batch])
+        for record, logit in zip(batch, logits.tolist()):
+            record.update(reward=logit, p_correct=float(torch.sigmoid(torch.tensor(logit))), reward_model=name)
 
 
 def load_reward_model(path: str | Path):
