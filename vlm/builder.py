@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel, PreTrainedModel
 
+from vlm.chat_template import VICUNA_V1_TEMPLATE
 from vlm.configuration_vlm import VLMConfig
 from vlm.modeling_vlm import VLMForCausalLM
 from vlm.processing_vlm import IMAGE_TOKEN, VLMProcessor
@@ -68,7 +69,9 @@ def build_vlm(
         cfg.pad_token_id = tokenizer.pad_token_id
         cfg.eos_token_id = tokenizer.eos_token_id
         cfg.bos_token_id = tokenizer.bos_token_id
-    processor = VLMProcessor(image_processor, tokenizer, num_image_tokens=config.num_image_tokens)
+    processor = VLMProcessor(
+        image_processor, tokenizer, num_image_tokens=config.num_image_tokens, chat_template=VICUNA_V1_TEMPLATE
+    )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("built VLM: %.1fM parameters, %d image tokens", n_params / 1e6, config.num_image_tokens)
     return model, processor

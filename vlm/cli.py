@@ -19,7 +19,7 @@ COMMANDS = {
     "data": (
         "vlm.commands.data",
         "main",
-        "`data synth`: write synthetic VQA v2 + LLaVA data; `data check`: read a split",
+        "`data synth`: synthetic VQA v2 + LLaVA data; `data instruct-mix`: its instruction mix; `data check`",
     ),
     "label": (
         "labeling.cli",
@@ -33,6 +33,7 @@ COMMANDS = {
         "stage 3: `reward train` (reward model from the label store), `reward score` (P(correct) per answer)",
     ),
     "ppo": ("ppo.train", "main", "stage 4: image-conditioned PPO against the reward model (TRL + accelerate)"),
+    "instruct": ("sft.instruct", "main", "stage 5: LLaVA-style instruction tuning on conversations (TRL SFTTrainer)"),
 }
 
 USAGE = "usage: vlm-rlhf <command> [options]\n\ncommands:\n" + "\n".join(

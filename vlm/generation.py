@@ -1,4 +1,5 @@
-"""Answer VQA questions with a VLM: batched, left-padded, KV-cached generation; answers cut at EOS or newline."""
+"""Answer with a VLM: batched, left-padded, KV-cached generation. VQA answers (the `Q: ... A:` prompt) are cut at
+EOS or a newline; chat replies (the processor's chat template) run to EOS."""
 
 from __future__ import annotations
 
@@ -35,6 +36,25 @@ def _decode(token_ids: list[int], tokenizer) -> Answer:
 
 
 @torch.no_grad()
+def _generate(model, processor, images, prompts, max_new_tokens: int, **generate_kwargs) -> list[list[int]]:
+    """New token ids per prompt: one left-padded, KV-cached `generate` call; a row's image may be None (text-only)."""
+    tokenizer = processor.tokenizer
+    tokenizer.padding_side = "left"
+    generate_kwargs.setdefault("do_sample", False)
+    batch_images = [[image] if image is not None else [] for image in images]
+    inputs = processor(
+        images=batch_images if any(batch_images) else None, text=list(prompts), padding=True, return_tensors="pt"
+    ).to(model.device)
+    output = model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **generate_kwargs,
+    )
+    return output[:, inputs["input_ids"].shape[1] :].tolist()
+
+
 def answer_questions(
     model,
     processor,
@@ -48,22 +68,43 @@ def answer_questions(
     `generate_kwargs` say otherwise. An image may also be its cached vision features (see `VLMProcessor`)."""
     if len(images) != len(questions):
         raise ValueError(f"got {len(images)} images for {len(questions)} questions")
-    tokenizer = processor.tokenizer
-    tokenizer.padding_side = "left"
-    generate_kwargs.setdefault("do_sample", False)
     answers: list[Answer] = []
     for start in range(0, len(questions), batch_size):
         prompts = [vqa_prompt(q) for q in questions[start : start + batch_size]]
-        batch_images = [[image] for image in images[start : start + batch_size]]
-        inputs = processor(images=batch_images, text=prompts, padding=True, return_tensors="pt").to(model.device)
-        output = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **generate_kwargs,
+        new = _generate(
+            model, processor, images[start : start + batch_size], prompts, max_new_tokens, **generate_kwargs
         )
-        answers += [_decode(ids, tokenizer) for ids in output[:, inputs["input_ids"].shape[1] :].tolist()]
+        answers += [_decode(ids, processor.tokenizer) for ids in new]
+    return answers
+
+
+def answer_chats(
+    model,
+    processor,
+    conversations: Sequence[list[dict]],
+    images: Sequence[Image.Image | torch.Tensor | None],
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    **generate_kwargs,
+) -> list[Answer]:
+    """The next assistant turn of each conversation, rendered by the processor's chat template (its generation
+    prompt ends with ` ASSISTANT:`). The whole text up to EOS is kept, newlines and role tags included, so a
+    reply that runs on into a `USER:` turn shows as such; `finished` means it ended with EOS."""
+    if len(images) != len(conversations):
+        raise ValueError(f"got {len(images)} images for {len(conversations)} conversations")
+    tokenizer = processor.tokenizer
+    answers: list[Answer] = []
+    for start in range(0, len(conversations), batch_size):
+        prompts = processor.apply_chat_template(
+            list(conversations[start : start + batch_size]), add_generation_prompt=True, tokenize=False
+        )
+        new = _generate(
+            model, processor, images[start : start + batch_size], prompts, max_new_tokens, **generate_kwargs
+        )
+        for ids in new:
+            stop = next((i for i, t in enumerate(ids) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)), None)
+            kept = ids if stop is None else ids[:stop]
+            answers.append(Answer(tokenizer.decode(kept, skip_special_tokens=True).strip(), stop is not None))
     return answers
 
 

@@ -11,16 +11,12 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHe
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from vlm.builder import build_vlm
+from vlm.chat_template import LLAVA_SYSTEM
 from vlm.data.scenes import sample_scene
 from vlm.data.synthetic_qa import conversation, sample_questions
 from vlm.tower_pretraining import pretrain_vision_tower
 
 EOS_TOKEN = "<|endoftext|>"
-# LLaVA-v1's system prompt: in the corpus so the instruction stage's template tokenizes compactly.
-LLAVA_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
 
 
 @dataclass

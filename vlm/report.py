@@ -29,11 +29,55 @@ def _judged_table(results: list[dict], names: list[str]) -> list[str]:
     return ["## Reward and KL", "", _table([""] + names, rows), ""] if rows else []
 
 
+CHAT_ROWS = (  # (label, key path in a result's "chat", format)
+    ("held-out assistant-token perplexity", ("perplexity",), "{:.2f}"),
+    ("EOS stop rate (%)", ("eos_stop_rate",), "pct"),
+    ("role leaks (%)", ("role_leaks",), "pct"),
+    ("short-answer compliance (%)", ("short_answer_compliance",), "pct"),
+    ("VQA accuracy through the chat prompt (%)", ("vqa_accuracy",), "pct"),
+    ("detailed description length (words)", ("description_words",), "{:.1f}"),
+    ("object recall in descriptions (%)", ("object_recall",), "pct"),
+    ("hallucinated objects (% of named)", ("hallucinated_objects",), "pct"),
+    ("POPE accuracy, chat prompt (%)", ("pope", "accuracy"), "pct"),
+    ("POPE F1, chat prompt (%)", ("pope", "f1"), "pct"),
+    ("POPE yes-ratio, chat prompt", ("pope", "yes_ratio"), "{:.2f}"),
+    ("POPE accuracy, Q/A prompt (%)", ("pope_qa_prompt", "accuracy"), "pct"),
+    ("POPE yes-ratio, Q/A prompt", ("pope_qa_prompt", "yes_ratio"), "{:.2f}"),
+)
+
+
+def _chat_sections(results: list[dict], names: list[str]) -> list[str]:
+    """Chat metrics side by side, then each checkpoint's sample dialogues, where `eval --chat` measured them."""
+    chatted = [r for r in results if r.get("chat")]
+    if not chatted:
+        return []
+
+    def cell(r, path, fmt):
+        value = r.get("chat")
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            return "–"
+        return _pct(value) if fmt == "pct" else fmt.format(value)
+
+    rows = [[label] + [cell(r, path, fmt) for r in results] for label, path, fmt in CHAT_ROWS]
+    parts = ["## Chat (greedy decoding)", "", _table([""] + names, rows), ""]
+    parts += ["## Sample dialogues", ""]
+    for r in chatted:
+        parts.append(f"### {r['name']}")
+        for d in r["dialogues"]:
+            parts += ["", f"`{Path(d['image']).name}`", ""]
+            parts += [f"> **USER:** {q}<br>**ASSISTANT:** {a or '(empty)'}" for q, a in d["turns"]]
+        parts.append("")
+    return parts
+
+
 def markdown_report(results: list[dict], title: str) -> str:
     """`results`: one `{"name", "model", "metrics"}` per checkpoint (`metrics` None without annotations)."""
     names = [r["name"] for r in results]
     parts = [f"# {title}", "", "Checkpoints: " + ", ".join(f"`{r['name']}` = `{r['model']}`" for r in results), ""]
     parts += _judged_table(results, names)
+    parts += _chat_sections(results, names)
     results = [dict(r, metrics=r["metrics"] if r["metrics"] and "accuracy" in r["metrics"] else None) for r in results]
     scored = [r for r in results if r["metrics"] is not None]
     if not scored:

@@ -1,4 +1,5 @@
-"""`vlm-rlhf data synth` (write the synthetic dataset) and `vlm-rlhf data check` (read and summarise a VQA split)."""
+"""`vlm-rlhf data synth` (write the synthetic dataset), `vlm-rlhf data instruct-mix` (the instruction mix of its
+scenes) and `vlm-rlhf data check` (read and summarise a VQA split)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ import json
 
 from vlm.config_parsing import parse_config
 from vlm.data.synthetic import SynthConfig, write_synthetic_dataset
+from vlm.data.synthetic_instruct import InstructMixConfig, write_instruct_mix
 from vlm.data.vqa import load_vqa
 
 
 def synth_main(argv=None):
     (cfg,) = parse_config((SynthConfig,), argv, prog="vlm-rlhf data synth")
     return write_synthetic_dataset(cfg)
+
+
+def instruct_mix_main(argv=None) -> dict:
+    (cfg,) = parse_config((InstructMixConfig,), argv, prog="vlm-rlhf data instruct-mix")
+    return write_instruct_mix(cfg)
 
 
 def check_main(argv=None) -> dict:
@@ -34,7 +41,7 @@ def check_main(argv=None) -> dict:
 
 def main(argv=None):
     argv = list(argv or [])
-    commands = {"synth": synth_main, "check": check_main}
+    commands = {"synth": synth_main, "instruct-mix": instruct_mix_main, "check": check_main}
     if not argv or argv[0] not in commands:
         raise SystemExit(f"usage: vlm-rlhf data {{{','.join(commands)}}} [options]")
     result = commands[argv[0]](argv[1:])

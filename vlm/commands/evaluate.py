@@ -16,6 +16,7 @@ import torch
 
 from vlm.answer_kl import answer_kl
 from vlm.builder import is_vlm_checkpoint, load_vlm
+from vlm.chat_eval import ChatEvalSettings, chat_metrics
 from vlm.config_parsing import parse_config
 from vlm.data.images import load_image
 from vlm.data.vqa import load_vqa
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class EvalConfig(GenerationSettings):
+class EvalConfig(GenerationSettings, ChatEvalSettings):
     model: list[str] = field(default_factory=list, metadata={"help": "Checkpoint(s) to evaluate (repeatable)."})
     data: str | None = field(default=None, metadata={"help": "VQA v2 folder (questions, annotations, images)."})
     split: str = field(default="val2014", metadata={"help": "VQA split, e.g. val2014."})
@@ -88,9 +89,17 @@ def evaluate(cfg: EvalConfig) -> dict:
         metrics = score_predictions(predictions, questions) if annotated else None
         if judges:
             metrics = (metrics or {}) | _judged(model, processor, questions, predictions, judges, cfg.batch_size)
-        results.append(
-            {"name": name, "model": str(path), "metrics": metrics, "seconds": round(time.time() - started, 1)}
-        )
+        result = {"name": name, "model": str(path), "metrics": metrics}
+        if cfg.chat:
+            if not annotated:
+                raise ValueError(f"--chat needs annotations for {cfg.split} (VQA accuracy through the chat prompt)")
+            chat, dialogues, chat_predictions = chat_metrics(
+                model, processor, cfg.data, cfg.split, cfg.image_dir, questions, cfg, cfg.batch_size
+            )
+            chat["vqa_accuracy"] = score_predictions(chat_predictions, questions)["accuracy"]
+            result |= {"chat": chat, "dialogues": dialogues}
+            atomic_write_json(out / name / "chat_predictions.json", chat_predictions)
+        results.append(result | {"seconds": round(time.time() - started, 1)})
         if metrics:
             logger.info("%s: VQA accuracy %.3f on %d questions", name, metrics["accuracy"], metrics["questions"])
         del model

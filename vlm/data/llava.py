@@ -10,6 +10,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from vlm.chat_template import assistant_message, user_message
 from vlm.data.errors import DataError, read_json
 from vlm.data.images import check_image_exists, verify_image
 from vlm.processing_vlm import IMAGE_TOKEN
@@ -60,4 +61,48 @@ def load_llava_instruct(
         if image:
             check(image_path, f"{path.name} {where}")
         rows.append({"id": str(item.get("id", i)), "image_path": image_path, "conversations": turns})
+    return Dataset.from_list(rows)
+
+
+def conversation_messages(turns: list[dict], has_image: bool, where: str) -> list[dict]:
+    """LLaVA turns as chat messages: human -> user, gpt -> assistant; a leading gpt turn and a trailing human turn
+    are dropped (LLaVA's preprocessing); `<image>` leaves the text and becomes one image part in the first user
+    message. Roles must then alternate, user first."""
+    turns = list(turns)
+    while turns and turns[0]["from"] == "gpt":
+        turns = turns[1:]
+    if turns and turns[-1]["from"] == "human":
+        turns = turns[:-1]
+    if not turns:
+        raise DataError(f"{where} has no human turn followed by a gpt answer")
+    messages = []
+    for k, turn in enumerate(turns):
+        expected = "human" if k % 2 == 0 else "gpt"
+        if turn["from"] != expected:
+            raise DataError(f"{where} conversations: turn {k} is {turn['from']!r} where {expected!r} was expected")
+        text = turn["value"].replace(IMAGE_TOKEN, "").strip()
+        if expected == "human":
+            messages.append(user_message(text, with_image=has_image and k == 0))
+        else:
+            messages.append(assistant_message(text))
+    return messages
+
+
+def conversation_rows(conversations: Dataset) -> Dataset:
+    """TRL prompt-completion rows from `load_llava_instruct`'s output: a conversation with T answers gives T rows,
+    row t holding the whole history up to answer t as `prompt` and answer t as `completion`, so completion-only
+    loss trains every answer exactly once, in its context. Columns: id, turn, image_path, prompt, completion."""
+    rows = []
+    for r in conversations:
+        messages = conversation_messages(r["conversations"], bool(r["image_path"]), f"record id {r['id']}")
+        for t in range(1, len(messages), 2):
+            rows.append(
+                {
+                    "id": r["id"],
+                    "turn": t // 2,
+                    "image_path": r["image_path"],
+                    "prompt": messages[:t],
+                    "completion": [messages[t]],
+                }
+            )
     return Dataset.from_list(rows)

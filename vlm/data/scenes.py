@@ -7,9 +7,12 @@ referent. Colours are jittered and sizes vary, so the vision side has to look, n
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from vlm.data.errors import DataError, read_json
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 40),
@@ -89,3 +92,28 @@ def render_scene(scene: Scene) -> Image.Image:
         else:  # pragma: no cover - SHAPES is closed
             raise ValueError(f"unknown shape {o.shape!r}")
     return image
+
+
+def scenes_file(root: str | Path, split: str) -> Path:
+    return Path(root) / f"scenes_{split}.json"
+
+
+def scene_record(scene: Scene, image_id: int, image: str) -> dict:
+    """One image's ground truth as written next to the VQA files: `{image_id, image, image_size, background,
+    objects: [{color, shape, x, y, size, rgb}]}`."""
+    return {"image_id": image_id, "image": image, **asdict(scene)}
+
+
+def load_scenes(root: str | Path, split: str) -> dict[int, Scene]:
+    """`image_id -> Scene` from `scenes_<split>.json` (written by `data synth`)."""
+    path = scenes_file(root, split)
+    if not path.is_file():
+        raise DataError(f"{path}: no scene ground truth; it is written by `vlm-rlhf data synth` (regenerate the data)")
+    scenes = {}
+    for i, r in enumerate(read_json(path)):
+        try:
+            objects = tuple(SceneObject(**{**o, "rgb": tuple(o["rgb"])}) for o in r["objects"])
+            scenes[int(r["image_id"])] = Scene(objects, int(r["image_size"]), tuple(r["background"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: record [{i}] is not a scene ({e})") from None
+    return scenes

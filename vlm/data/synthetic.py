@@ -4,6 +4,7 @@
     <out>/v2_mscoco_{train2014,val2014}_annotations.json
     <out>/{train2014,val2014}/COCO_<split>_<12-digit id>.jpg
     <out>/llava_instruct_{train2014,val2014}.json       (image paths relative to <out>/<split>/)
+    <out>/scenes_{train2014,val2014}.json               (each image's objects: the ground truth of chat metrics)
     <out>/synth.json                                     (the parameters; marks a finished dataset)
 
 Deterministic for a seed: each split draws from its own random stream, so the val split does not change when the
@@ -24,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from vlm.data import vqa
-from vlm.data.scenes import render_scene, sample_scene
+from vlm.data.scenes import render_scene, sample_scene, scene_record, scenes_file
 from vlm.data.synthetic_qa import conversation, human_answers, multiple_choice_answer, sample_questions
 from vlm.io import atomic_write_json
 
@@ -51,7 +52,7 @@ def _write_split(root: Path, split: str, n_images: int, cfg: SynthConfig) -> Non
     rng = random.Random(f"{cfg.seed}-{split}")
     image_dir = root / split
     image_dir.mkdir(parents=True)
-    questions, annotations, conversations = [], [], []
+    questions, annotations, conversations, scenes = [], [], [], []
     for i in tqdm(range(n_images), desc=f"synth {split}", unit="img", leave=False):
         image_id = IMAGE_ID_OFFSET[split] + i
         scene = sample_scene(rng, cfg.image_size)
@@ -59,6 +60,7 @@ def _write_split(root: Path, split: str, n_images: int, cfg: SynthConfig) -> Non
         buf = io.BytesIO()
         render_scene(scene).save(buf, format="JPEG", quality=cfg.jpeg_quality)
         image_path.write_bytes(buf.getvalue())
+        scenes.append(scene_record(scene, image_id, image_path.name))
         qs = sample_questions(scene, rng, cfg.questions_per_image)
         for k, q in enumerate(qs):
             qid = image_id * 1000 + k  # VQA v2's scheme: image id x 1000 + index
@@ -86,6 +88,8 @@ def _write_split(root: Path, split: str, n_images: int, cfg: SynthConfig) -> Non
         json.dump({**common, "data_type": "mscoco", "annotations": annotations}, f)
     with open(root / f"llava_instruct_{split}.json", "w") as f:
         json.dump(conversations, f)
+    with open(scenes_file(root, split), "w") as f:
+        json.dump(scenes, f)
     logger.info("%s: %d images, %d questions", split, n_images, len(questions))
 
 

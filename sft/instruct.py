@@ -1,0 +1,136 @@
+"""`vlm-rlhf instruct`: LLaVA-style instruction tuning on TRL's `SFTTrainer` (also
+`accelerate launch -m sft.instruct --config configs/<setup>/instruct.yaml`).
+
+LLaVA-1.5's second stage: vision tower frozen, projector + LM trained on multi-turn conversations, loss on the
+answers only. TRL 1.12 refuses `assistant_only_loss` for image data, so each answer is its own prompt-completion row
+(the whole history as prompt) and TRL's completion-only loss trains it once, in LLaVA's context. Rows are rendered
+by the processor's Vicuna-v1 chat template (added to a start checkpoint that has none, and saved with the result);
+TRL's vision collator, its default chunked loss (which calls the backbone, where the image is fused) and the
+trainer's checkpointing are used as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+from transformers import set_seed
+from trl import SFTTrainer
+
+from sft.instruct_config import InstructConfig
+from sft.instruct_data import instruct_rows, with_conversation_images
+from vlm.adaptation import apply_freeze_overrides, language_model_lora, trainable_parameters
+from vlm.builder import load_vlm
+from vlm.chat_template import ensure_chat_template
+from vlm.config_parsing import parse_config
+from vlm.data.errors import DataError
+from vlm.feature_bank import build_feature_bank
+from vlm.io import atomic_write_json
+from vlm.training import run_facts, save_final, train_resumably
+
+logger = logging.getLogger(__name__)
+SUMMARY = "summary.json"
+
+
+def is_complete(output_dir: str | Path) -> bool:
+    return (Path(output_dir) / SUMMARY).is_file()
+
+
+def _datasets(cfg: InstructConfig, model, processor):
+    train, train_facts = instruct_rows(cfg.train_data, cfg.train_images, processor, cfg.max_length, cfg.train_limit)
+    if not len(train):
+        raise DataError(f"{cfg.train_data}: no conversation fits max_length {cfg.max_length}")
+    evaluation, eval_facts = None, None
+    if cfg.eval_data:
+        evaluation, eval_facts = instruct_rows(
+            cfg.eval_data, cfg.eval_images, processor, cfg.max_length, cfg.eval_limit
+        )
+    bank = None
+    if cfg.cache_vision_features:
+        paths = [p for rows in (train, evaluation) if rows is not None for p in rows["image_path"] if p]
+        with cfg.main_process_first(desc="vision feature cache"):  # rank 0 computes, the others then read it
+            bank = build_feature_bank(model, processor, paths, Path(cfg.vision_feature_cache).expanduser())
+    train = with_conversation_images(train, bank)
+    evaluation = with_conversation_images(evaluation, bank) if evaluation is not None else None
+    return train, evaluation, {"train": train_facts, "eval": eval_facts}
+
+
+def build_trainer(cfg: InstructConfig) -> tuple[SFTTrainer, dict]:
+    if not cfg.init_from or not cfg.train_data:
+        raise ValueError("instruct needs --init_from CHECKPOINT and --train_data LLAVA_INSTRUCT.json")
+    set_seed(cfg.seed)
+    model, processor = load_vlm(cfg.init_from)
+    if ensure_chat_template(processor):
+        logger.info("%s has no chat template: using LLaVA's Vicuna-v1 template", cfg.init_from)
+    apply_freeze_overrides(model, cfg.freeze_vision, cfg.freeze_projector, cfg.freeze_language_model)
+    train, evaluation, facts = _datasets(cfg, model, processor)
+    peft_config = language_model_lora(cfg.lora, model.config) if cfg.lora is not None else None
+    trainer = SFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=processor,
+        peft_config=peft_config,
+    )
+    trainable, total = trainable_parameters(trainer.model)
+    logger.info(
+        "training %.2fM of %.2fM parameters on %d answers from %d conversations (%d turns over max_length dropped)",
+        trainable / 1e6,
+        total / 1e6,
+        facts["train"]["rows"],
+        facts["train"]["conversations"],
+        facts["train"]["dropped_turns"],
+    )
+    return trainer, facts
+
+
+def train(cfg: InstructConfig) -> Path:
+    if is_complete(cfg.output_dir):
+        raise FileExistsError(f"{cfg.output_dir} already holds a finished instruct run ({SUMMARY}); choose another")
+    trainer, facts = build_trainer(cfg)
+    out = Path(cfg.output_dir)
+    started = time.time()
+    first_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None and not _resuming(out) else None
+    result, last = train_resumably(trainer, out)
+    final_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
+    if save_final(trainer, out, merge_lora=cfg.lora is not None):
+        summary = {
+            "init_from": cfg.init_from,
+            "data": {
+                "train": {"file": cfg.train_data, **facts["train"]},
+                "eval": {"file": cfg.eval_data, **(facts["eval"] or {})},
+            },
+            "epochs": round(trainer.state.epoch or 0.0, 3),
+            "start_eval_loss": first_eval,
+            "final_eval_loss": final_eval,
+            "start_perplexity": _perplexity(first_eval),
+            "final_perplexity": _perplexity(final_eval),
+            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+            **run_facts(cfg, trainer, last, time.time() - started),
+        }
+        atomic_write_json(out / SUMMARY, summary, indent=2)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def _resuming(out: Path) -> bool:
+    return any(out.glob("checkpoint-*")) if out.is_dir() else False
+
+
+def _perplexity(loss: float | None) -> float | None:
+    return round(math.exp(loss), 3) if loss is not None else None
+
+
+def main(argv=None) -> Path:
+    (cfg,) = parse_config((InstructConfig,), argv, prog="vlm-rlhf instruct")
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(sys.argv[1:])

@@ -1,0 +1,419 @@
+"""Stage 5: LLaVA-style instruction tuning (chat template, rows, masks, images in batches, freezing, the command)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor
+from trl.data_utils import apply_chat_template
+
+from sft.instruct import build_trainer
+from sft.instruct_config import InstructConfig
+from vlm.builder import load_vlm
+from vlm.chat_eval import assistant_perplexity
+from vlm.chat_template import LLAVA_SYSTEM, SHORT_ANSWER_SUFFIX, VICUNA_V1_TEMPLATE, assistant_message, user_message
+from vlm.cli import main as cli_main
+from vlm.data.llava import conversation_messages, conversation_rows, load_llava_instruct
+from vlm.data.synthetic_instruct import InstructMixConfig, mix_file, write_instruct_mix
+from vlm.generation import answer_chats
+
+N_IMAGE = 17  # the test preset's image tokens
+
+FIXTURE = [
+    {  # <image> at the end of the first human turn, three answers
+        "id": "three",
+        "image": "IMAGE",
+        "conversations": [
+            {"from": "human", "value": "What is in the picture?\n<image>"},
+            {"from": "gpt", "value": "A red circle."},
+            {"from": "human", "value": "Where is it?"},
+            {"from": "gpt", "value": "At the top left."},
+            {"from": "human", "value": "How many objects are there?"},
+            {"from": "gpt", "value": "There is one."},
+        ],
+    },
+    {  # text-only
+        "id": "text",
+        "conversations": [
+            {"from": "human", "value": "How many corners does a square have?"},
+            {"from": "gpt", "value": "A square has four corners."},
+        ],
+    },
+    {  # a leading gpt turn is dropped
+        "id": "lead",
+        "image": "IMAGE",
+        "conversations": [
+            {"from": "gpt", "value": "Hello."},
+            {"from": "human", "value": "<image>\nDescribe the image."},
+            {"from": "gpt", "value": "Two squares."},
+        ],
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def conversations_file(synthetic_data, tmp_path_factory):
+    image = sorted((synthetic_data / "train2014").iterdir())[0].name
+    items = json.loads(json.dumps(FIXTURE).replace('"IMAGE"', json.dumps(image)))
+    path = tmp_path_factory.mktemp("llava") / "conversations.json"
+    path.write_text(json.dumps(items))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mix(synthetic_data):
+    ratios = {"conversation": 0.3, "detail": 0.15, "reasoning": 0.15, "vqa": 0.2, "text": 0.2}  # text items too
+    write_instruct_mix(InstructMixConfig(data_dir=str(synthetic_data), ratios=ratios, seed=0))
+    return synthetic_data
+
+
+def instruct_config(ckpt, data, out, **overrides) -> InstructConfig:
+    kwargs = dict(
+        init_from=str(ckpt),
+        train_data=str(mix_file(data, "train2014")),
+        train_images=str(data / "train2014"),
+        eval_data=str(mix_file(data, "val2014")),
+        eval_images=str(data / "val2014"),
+        output_dir=str(out),
+        max_length=512,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=3e-3,
+        max_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        seed=0,
+        disable_tqdm=True,
+    )
+    kwargs.update(overrides)
+    return InstructConfig(**kwargs)
+
+
+def test_reader_gives_one_row_per_answer_with_its_history(conversations_file, synthetic_data):
+    conversations = load_llava_instruct(conversations_file, synthetic_data / "train2014")
+    rows = conversation_rows(conversations)
+    image = conversations[0]["image_path"]
+
+    def user(text, img=False):
+        return {"role": "user", "content": ([{"type": "image", "text": None}] if img else []) + [
+            {"type": "text", "text": text}]}  # fmt: skip
+
+    def bot(text):
+        return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+    q1 = user("What is in the picture?", img=True)
+    expected = [
+        ("three", 0, image, [q1], bot("A red circle.")),
+        ("three", 1, image, [q1, *bot("A red circle."), user("Where is it?")], bot("At the top left.")),
+        (
+            "three",
+            2,
+            image,
+            [
+                q1,
+                *bot("A red circle."),
+                user("Where is it?"),
+                *bot("At the top left."),
+                user("How many objects are there?"),
+            ],
+            bot("There is one."),
+        ),  # fmt: skip
+        ("text", 0, "", [user("How many corners does a square have?")], bot("A square has four corners.")),
+        ("lead", 0, image, [user("Describe the image.", img=True)], bot("Two squares.")),
+    ]
+    got = [(r["id"], r["turn"], r["image_path"], r["prompt"], r["completion"]) for r in rows]
+    assert got == expected
+    for r in rows:
+        texts = [p["text"] for m in r["prompt"] + r["completion"] for p in m["content"] if p["type"] == "text"]
+        assert not any("<image>" in t for t in texts)
+        images = sum(p["type"] == "image" for m in r["prompt"] for p in m["content"])
+        assert images == (1 if r["image_path"] else 0)
+
+
+def test_reader_refuses_turns_out_of_order(tmp_path):
+    bad = [{"id": "x", "conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"},
+                                         {"from": "gpt", "value": "c"}]}]  # fmt: skip
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(Exception, match=r"record id x .*turn 1 is 'human'"):
+        conversation_rows(load_llava_instruct(path, tmp_path))
+
+
+def test_template_renders_llava_v1_and_survives_save_and_load(tiny_vlm, tmp_path):
+    _, processor = tiny_vlm
+    messages = [user_message("What is it?", True), assistant_message("A red circle."), user_message("Sure?", False),
+                assistant_message("Yes.")]  # fmt: skip
+    golden = (f"{LLAVA_SYSTEM} USER: <image>\nWhat is it? ASSISTANT: A red circle.<|endoftext|> USER: Sure? "
+              "ASSISTANT: Yes.<|endoftext|>")  # fmt: skip
+    assert processor.apply_chat_template(messages, tokenize=False) == golden
+    prompt = processor.apply_chat_template(messages[:3], tokenize=False, add_generation_prompt=True)
+    assert prompt == golden[: golden.index(" Yes.")] and prompt.endswith(" ASSISTANT:")
+    system = [{"role": "system", "content": "Be brief."}, user_message("Hi", False)]
+    assert processor.apply_chat_template(system, tokenize=False) == "Be brief. USER: Hi"
+    processor.save_pretrained(tmp_path / "p")
+    reloaded = AutoProcessor.from_pretrained(tmp_path / "p")
+    assert reloaded.chat_template == VICUNA_V1_TEMPLATE
+    assert reloaded.apply_chat_template(messages, tokenize=False) == golden
+
+
+def test_prompt_and_completion_ids_add_up_to_the_full_rendering(tiny_vlm, mix):
+    _, processor = tiny_vlm
+    tokenizer = processor.tokenizer
+    rows = conversation_rows(load_llava_instruct(mix_file(mix, "val2014"), mix / "val2014"))
+    assert len(rows) > 20
+    for r in rows:
+        split = apply_chat_template({"prompt": r["prompt"], "completion": r["completion"]}, processor)  # TRL's own
+        full = processor.apply_chat_template(r["prompt"] + r["completion"], tokenize=False)
+        assert split["prompt"] + split["completion"] == full
+        ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        assert ids(split["prompt"]) + ids(split["completion"]) == ids(full)
+        assert ids(split["completion"])[-1] == tokenizer.eos_token_id
+
+
+def _full_rendering(processor, messages, image):
+    messages = json.loads(json.dumps(messages))
+    if image is not None:
+        messages[0]["content"][0]["image"] = image
+    return processor.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt"
+    )
+
+
+def test_assistant_tokens_mask_marks_exactly_the_answers(tiny_vlm):
+    _, processor = tiny_vlm
+    tokenizer = processor.tokenizer
+    messages = [user_message("What is it?", True), assistant_message("A red circle."), user_message("Sure?", False),
+                assistant_message("Yes.")]  # fmt: skip
+    out = _full_rendering(processor, messages, Image.new("RGB", (64, 64), (200, 40, 40)))
+    ids, mask = out["input_ids"][0], out["assistant_masks"][0].bool()
+    assert (ids == processor.image_token_id).sum() == N_IMAGE and not mask[ids == processor.image_token_id].any()
+    # the answers' positions, found independently: each answer's tokens end where its prefix rendering ends
+    expected = torch.zeros_like(mask)
+    for k in (1, 3):
+        before = processor.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True)
+        upto = processor.apply_chat_template(messages[: k + 1], tokenize=False)
+        n_before = len(tokenizer(before, add_special_tokens=False)["input_ids"]) + N_IMAGE - 1
+        n_upto = len(tokenizer(upto, add_special_tokens=False)["input_ids"]) + N_IMAGE - 1
+        expected[n_before:n_upto] = True
+    assert torch.equal(mask, expected)
+    assert tokenizer.decode(ids[mask]) == " A red circle.<|endoftext|> Yes.<|endoftext|>"
+
+
+@pytest.mark.parametrize("pad_is_eos", [False, True])
+def test_rows_train_exactly_the_answers_of_the_full_conversation(tiny_checkpoint, mix, tmp_path, pad_is_eos):
+    trainer, _ = build_trainer(instruct_config(tiny_checkpoint, mix, tmp_path / "out"))
+    processor = trainer.processing_class
+    if pad_is_eos:
+        processor.tokenizer.pad_token = processor.tokenizer.eos_token
+    rows = trainer.train_dataset
+    ids_column = [rows[i]["id"] for i in range(len(rows))]
+    multi = [c for c in dict.fromkeys(ids_column) if ids_column.count(c) >= 2][:3]
+    assert multi, "the mix should hold multi-turn conversations"
+    for conversation in multi:
+        indices = [i for i, c in enumerate(ids_column) if c == conversation]
+        batch = trainer.data_collator([rows[i] for i in indices])
+        last = rows[indices[-1]]
+        full = _full_rendering(processor, last["prompt"] + last["completion"], last["images"][0] if last["images"]
+                               else None)  # fmt: skip
+        full_ids, answer_mask = full["input_ids"][0], full["assistant_masks"][0].bool()
+        trained = torch.zeros_like(answer_mask)
+        for ids, attention, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
+            real = ids[attention.bool()]
+            assert torch.equal(real, full_ids[: len(real)])  # each row is a prefix of the full conversation
+            row_trained = labels[attention.bool()] != -100
+            assert not (trained[: len(real)] & row_trained).any()  # no answer is trained twice
+            trained[: len(real)] |= row_trained
+        assert torch.equal(trained, answer_mask)  # = answers + EOS: never system, user or image tokens
+        eos = full_ids == processor.tokenizer.eos_token_id
+        assert eos.sum() == len(indices) and trained[eos].all()  # every EOS trained, also when pad == eos
+
+
+def _language_model_inputs(model, batch) -> torch.Tensor:
+    seen = {}
+    hook = model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True
+    )
+    with torch.no_grad():
+        model(**batch)
+    hook.remove()
+    return seen["embeds"]
+
+
+def test_mixed_and_text_only_batches_put_each_image_at_its_own_row(tiny_checkpoint, mix, tmp_path):
+    trainer, _ = build_trainer(instruct_config(tiny_checkpoint, mix, tmp_path / "out"))
+    model = trainer.model.eval()
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    with_image = list({r["id"]: r for r in rows if r["images"]}.values())[:3]  # three different images
+    text_only = [r for r in rows if not r["images"]][:2]
+    assert len(with_image) == 3 and len(text_only) == 2, "the mix should hold text-only items"
+    mixed = [with_image[0], text_only[0], with_image[1], with_image[2], text_only[1]]
+    batch = trainer.data_collator([dict(r) for r in mixed])
+    assert batch["pixel_values"].shape[0] == 3  # one row per image, not per sample
+    image_positions = batch["input_ids"] == processor_image_id(trainer)
+    assert image_positions.sum(1).tolist() == [N_IMAGE, 0, N_IMAGE, N_IMAGE, 0]
+    # Swap the images of rows 0 and 2: embeddings change exactly at their <image> positions, nowhere else.
+    swapped = dict(batch, pixel_values=batch["pixel_values"][[1, 0, 2]])
+    changed = (_language_model_inputs(model, batch) - _language_model_inputs(model, swapped)).abs().sum(-1) > 1e-6
+    expected = image_positions.clone()
+    expected[[1, 3, 4]] = False
+    assert torch.equal(changed, expected)
+    # TRL's default (chunked) loss is computed through the backbone, so it sees the images
+    assert trainer.args.loss_type == "chunked_nll"
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch))
+        permuted = trainer.compute_loss(model, dict(batch, pixel_values=batch["pixel_values"][[2, 0, 1]]))
+    assert abs(loss.item() - permuted.item()) > 1e-4
+    text_batch = trainer.data_collator([dict(r) for r in text_only])
+    assert "pixel_values" not in text_batch and not (text_batch["input_ids"] == processor_image_id(trainer)).any()
+    with torch.no_grad():
+        assert torch.isfinite(trainer.compute_loss(model, dict(text_batch)))
+
+
+def processor_image_id(trainer) -> int:
+    return trainer.processing_class.image_token_id
+
+
+def test_one_step_trains_projector_and_lm_not_the_vision_tower(tiny_checkpoint, mix, tmp_path):
+    trainer, _ = build_trainer(instruct_config(tiny_checkpoint, mix, tmp_path / "out", max_steps=1, warmup_steps=0))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+
+    def changed(prefix):
+        return [n for n in before if n.startswith(prefix) and not torch.equal(before[n], after[n])]
+
+    assert not changed("model.vision_tower.")
+    assert changed("model.projector.") and changed("model.language_model.")
+
+
+def test_held_out_perplexity_equals_the_trainer_eval_loss(tiny_checkpoint, mix, tmp_path):
+    """Eval's perplexity (one full rendering per conversation, assistant mask) and the trainer's eval loss (one row
+    per answer, completion mask) count the same tokens: the rows train exactly the answers, each once."""
+    cfg = instruct_config(tiny_checkpoint, mix, tmp_path / "out", eval_limit=6, per_device_eval_batch_size=64)
+    trainer, facts = build_trainer(cfg)
+    eval_loss = trainer.evaluate()["eval_loss"]
+    model, processor = load_vlm(tiny_checkpoint)
+    conversations = load_llava_instruct(cfg.eval_data, cfg.eval_images, limit=6)
+    measured = assistant_perplexity(model.eval(), processor, conversations)
+    assert facts["eval"]["rows"] > 6  # several multi-turn conversations
+    assert measured["perplexity"] == pytest.approx(math.exp(eval_loss), rel=1e-3)
+
+
+def test_instruction_mix_kinds_suffix_and_split_by_scene(mix):
+    train = json.loads(mix_file(mix, "train2014").read_text())
+    val = json.loads(mix_file(mix, "val2014").read_text())
+    kinds = {item["id"].split("-")[0] for item in train + val}
+    assert kinds <= {"conversation", "detail", "reasoning", "vqa", "text"} and len(kinds) >= 4
+    for item in train + val:
+        if item["id"].startswith("vqa-"):
+            assert all(t["value"].replace("\n<image>", "").endswith(SHORT_ANSWER_SUFFIX)
+                       for t in item["conversations"] if t["from"] == "human")  # fmt: skip
+            assert all(len(t["value"].split()) <= 3 for t in item["conversations"] if t["from"] == "gpt")
+    train_images = {i["image"] for i in train if "image" in i}
+    val_images = {i["image"] for i in val if "image" in i}
+    assert train_images and val_images and not train_images & val_images
+    assert all("train2014" in i for i in train_images) and all("val2014" in i for i in val_images)
+
+
+def test_instruct_command_from_a_ppo_and_a_stage1_checkpoint(tiny_checkpoint, mix, tmp_path, capsys):
+    from test_ppo import _config as ppo_config
+
+    from ppo.train import build_trainer as build_ppo
+    from ppo.train import run as run_ppo
+
+    ppo_out = run_ppo(build_ppo(ppo_config(tiny_checkpoint, mix, tmp_path / "ppo"), reward_fn=_length_reward))
+    for name, start in (("from-ppo", ppo_out), ("from-sft", tiny_checkpoint)):
+        out = tmp_path / name
+        flags = ["--config", "configs/demo/instruct.yaml", "--init_from", str(start), "--output_dir", str(out),
+                 *_data_flags(mix), "--max_steps", "40", "--learning_rate", "3e-3", "--per_device_train_batch_size",
+                 "8", "--vision_feature_cache", str(tmp_path / "cache"), "--report_to", "none", "--eval_limit", "4",
+                 "--save_strategy", "no", "--eval_strategy", "no", "--train_data", str(tmp_path / "short.json"),
+                 "--eval_data", str(tmp_path / "short-val.json")]  # fmt: skip
+        _short_answers(mix, "train2014", tmp_path / "short.json")
+        _short_answers(mix, "val2014", tmp_path / "short-val.json")
+        assert cli_main(["instruct", *flags]) == 0, capsys.readouterr().err[-2000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["init_from"] == str(start) and summary["steps"] == 40
+        assert summary["final_eval_loss"] < summary["start_eval_loss"]
+        model, processor = load_vlm(out)
+        assert processor.chat_template == VICUNA_V1_TEMPLATE
+        images = [Image.open(sorted((mix / "val2014").iterdir())[i]).convert("RGB") for i in range(4)]
+        replies = answer_chats(model.eval(), processor, [[user_message("What color is the circle?\n" +
+                               SHORT_ANSWER_SUFFIX, True)]] * 4, images, max_new_tokens=12)  # fmt: skip
+        assert all(r.finished for r in replies), replies  # stops at EOS
+
+
+def _length_reward(rows, answers) -> torch.Tensor:
+    return torch.tensor([float(len(a) < 6) for a in answers])
+
+
+def _data_flags(data) -> list[str]:
+    return ["--train_images", str(data / "train2014"), "--eval_data", str(mix_file(data, "val2014")),
+            "--eval_images", str(data / "val2014")]  # fmt: skip
+
+
+def _short_answers(data, split, path):
+    """The mix's short-answer items only: enough for a few steps to learn to answer and stop."""
+    items = [i for i in json.loads(mix_file(data, split).read_text()) if i["id"].startswith("vqa-")]
+    path.write_text(json.dumps(items * 4))
+
+
+def test_two_process_accelerate_launch(tiny_checkpoint, mix, tmp_path):
+    out = tmp_path / "2p"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sft.instruct"]
+    flags = ["--config", "configs/demo/instruct.yaml", "--init_from", str(tiny_checkpoint), "--output_dir", str(out),
+             "--train_data", str(mix_file(mix, "train2014")), *_data_flags(mix), "--max_steps", "3",
+             "--per_device_train_batch_size", "4", "--vision_feature_cache", str(tmp_path / "cache"),
+             "--report_to", "none", "--eval_limit", "4", "--save_strategy", "no", "--eval_strategy", "no"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(launch + flags, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    model, processor = load_vlm(out)
+    assert processor.chat_template == VICUNA_V1_TEMPLATE
+
+
+def test_assistant_only_loss_and_bad_data_are_refused(tiny_checkpoint, mix, tmp_path, capsys):
+    base = ["--init_from", str(tiny_checkpoint), "--output_dir", str(tmp_path / "x"),
+            "--train_data", str(mix_file(mix, "train2014")), *_data_flags(mix)]  # fmt: skip
+    assert cli_main(["instruct", *base, "--assistant_only_loss", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "vlm-rlhf instruct: error: assistant_only_loss: true is not supported" in err
+    config = tmp_path / "instruct.yaml"
+    config.write_text("assistant_only_loss: true\n")
+    assert cli_main(["instruct", "--config", str(config), *base]) == 2
+    assert "assistant_only_loss" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"id": "a", "conversations": [{"from": "human"')
+    assert cli_main(["instruct", *base, "--train_data", str(broken)]) == 2
+    assert f"{broken}: malformed JSON" in capsys.readouterr().err
+    assert cli_main(["instruct", *base, "--max_length", "20"]) == 2
+    assert "no conversation fits max_length 20" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_long_turns_are_dropped_and_counted(tiny_checkpoint, conversations_file, synthetic_data, tmp_path):
+    cfg = instruct_config(tiny_checkpoint, synthetic_data, tmp_path / "out", train_data=str(conversations_file),
+                          train_images=str(synthetic_data / "train2014"), eval_data=None)  # fmt: skip
+    _, processor = load_vlm(tiny_checkpoint)
+    lengths = sorted(
+        len(processor.tokenizer(processor.apply_chat_template(r["prompt"] + r["completion"], tokenize=False))
+            ["input_ids"]) + (N_IMAGE - 1) * bool(r["image_path"])
+        for r in conversation_rows(load_llava_instruct(conversations_file, synthetic_data / "train2014"))
+    )  # fmt: skip
+    cfg.max_length = lengths[-2]  # only the longest turn (the third answer) is over
+    trainer, facts = build_trainer(cfg)
+    assert facts["train"]["rows"] == 4 and facts["train"]["dropped_turns"] == 1
+    assert sorted(trainer.train_dataset[i]["turn"] for i in range(4)) == [0, 0, 0, 1]
+    assert conversation_messages(FIXTURE[0]["conversations"], True, "x")[0]["content"][0] == {"type": "image"}
