@@ -12,11 +12,13 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from ppo.config import VLMPPOConfig
 from reward.config import RewardConfig
 from sft.config import VQASFTConfig
+from sft.instruct_config import InstructConfig
 from vlm.builder import load_vlm
 from vlm.cli import main
 from vlm.commands.init_model import InitModelConfig
 from vlm.config_parsing import parse_config
 from vlm.data.synthetic import SynthConfig
+from vlm.data.synthetic_instruct import InstructMixConfig
 from vlm.pipeline import PipelineConfig
 from vlm.presets import TinyPreset, train_tiny_tokenizer
 
@@ -29,6 +31,8 @@ CONFIG_TYPES = {
     "sft-projector.yaml": (VQASFTConfig,),
     "reward.yaml": (RewardConfig,),
     "ppo.yaml": (VLMPPOConfig,),
+    "instruct.yaml": (InstructConfig,),
+    "instruct-data.yaml": (InstructMixConfig,),
 }
 
 
@@ -178,7 +182,13 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
         "num_ppo_epochs: 2\neval_strategy: steps\neval_steps: 2\neval_limit: 12\nsave_strategy: 'no'\n"
         "report_to: none\ndisable_tqdm: true\nkl_budget: 5.0\n"
     )
+    instruct_cfg = tmp_path / "instruct.yaml"
+    instruct_cfg.write_text(
+        "max_steps: 20\nper_device_train_batch_size: 8\nlearning_rate: 3.0e-3\neval_limit: 4\n"
+        "cache_vision_features: true\nsave_strategy: 'no'\nreport_to: none\ndisable_tqdm: true\n"
+    )
     argv = ["pipeline", "--config", "configs/demo.yaml", "--output_dir", str(tmp_path / "run")]
+    argv += ["--instruct_config", str(instruct_cfg)]
     argv += ["--data_config", str(data_cfg), "--model_config", str(model_cfg), "--sft_config", str(sft_cfg)]
     argv += ["--reward_config", str(reward_cfg), "--ppo_config", str(ppo_cfg), "--ppo_from_sft_checkpoint", ""]
     argv += ["--examples", "5", "--label_questions", "12", "--label_samples", "3"]
@@ -209,7 +219,15 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert rl["sft"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6) and rl["ppo"]["kl_to_reference"] > 0
     assert rl["sft"]["reward_score"] != rl["ppo"]["reward_score"] and "KL to PPO's start" in printed
     assert "Reward and KL" in (tmp_path / "run/eval-rl/report.md").read_text()
-    weights = [tmp_path / f"run/models/{m}/model.safetensors" for m in ("init", "sft", "reward", "ppo")]
+    instruct = summary["instruct"]  # stage 5: instruction tuning of the PPO policy, start vs end with chat metrics
+    assert instruct["steps"] == 20 and instruct["start"] == summary["models"]["ppo"]
+    assert instruct["final_perplexity"] < instruct["start_perplexity"]
+    chat = summary["instruct_eval"]
+    assert list(chat) == ["instruct-start", "instruct"] and "held-out answer perplexity" in printed
+    assert chat["instruct"]["chat"]["perplexity"] < chat["instruct-start"]["chat"]["perplexity"]
+    assert "Sample dialogues" in (tmp_path / "run/eval-instruct/report.md").read_text()
+    models = ("init", "sft", "reward", "ppo", "instruct")
+    weights = [tmp_path / f"run/models/{m}/model.safetensors" for m in models]
     stamps = [w.stat().st_mtime_ns for w in weights]
     assert main(argv) == 0  # resumes: data, models and evaluation are reused, not rebuilt
     assert [w.stat().st_mtime_ns for w in weights] == stamps

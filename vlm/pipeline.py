@@ -21,6 +21,7 @@ from vlm.commands.evaluate import EvalConfig, evaluate
 from vlm.commands.init_model import InitModelConfig, init_model
 from vlm.config_parsing import parse_config
 from vlm.data.synthetic import SPLITS, SynthConfig, write_synthetic_dataset
+from vlm.data.synthetic_instruct import InstructMixConfig, mix_file, write_instruct_mix
 from vlm.data.vqa import load_vqa
 from vlm.io import atomic_write_json
 from vlm.metrics import vqa_accuracy
@@ -42,6 +43,12 @@ class PipelineConfig:
         metadata={"help": "Start PPO from this checkpoint of the SFT run (e.g. checkpoint-500: an earlier, less "
                           "certain policy); default: the final SFT model."},
     )  # fmt: skip
+    instruct_data_config: str = field(
+        default="configs/demo/instruct-data.yaml", metadata={"help": "`data instruct-mix` config (stage 5's data)."}
+    )
+    instruct_config: str = field(
+        default="configs/demo/instruct.yaml", metadata={"help": "`instruct` config (stage 5)."}
+    )
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N val questions only."})
     examples: int = field(default=8, metadata={"help": "Validation answers shown per model."})
     max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit in evaluation."})
@@ -82,13 +89,12 @@ def _stage_config(types, path: str, out: Path):
 
 
 def _evaluation(cfg: PipelineConfig, models: dict[str, Path], data_dir: Path, out: Path, **judges) -> dict:
-    """Evaluate the checkpoints side by side, reusing a finished report of the same checkpoints."""
+    """Evaluate the checkpoints side by side, reusing a finished report of the same checkpoints and settings."""
     done = out / "eval.json"
     if done.is_file():
         report = json.loads(done.read_text())
-        if [r["model"] for r in report["results"]] == [str(p) for p in models.values()] and report["limit"] == (
-            cfg.eval_limit
-        ):
+        same_models = [r["model"] for r in report["results"]] == [str(p) for p in models.values()]
+        if same_models and report["limit"] == cfg.eval_limit and report.get("chat", False) == judges.get("chat", False):
             return report
     return evaluate(
         EvalConfig(
@@ -208,9 +214,17 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     rl_report = _evaluation(
         cfg, rl_models, data_dir, rl_eval_dir, reward_model=str(reward_dir), reference=str(ppo_start)
     )
+    instruct_dir, instruct_report = _instruct(cfg, root, data_dir, ppo_dir)
+    instruct_summary = json.loads((instruct_dir / "summary.json").read_text())
     summary = {
         "data": str(data_dir),
-        "models": {"init": str(init_dir), "sft": str(sft_dir), "reward": str(reward_dir), "ppo": str(ppo_dir)},
+        "models": {
+            "init": str(init_dir),
+            "sft": str(sft_dir),
+            "reward": str(reward_dir),
+            "ppo": str(ppo_dir),
+            "instruct": str(instruct_dir),
+        },  # fmt: skip
         "sft": {
             k: sft_summary[k] for k in ("steps", "first_loss", "final_loss", "train_runtime_s", "tokens_per_second")
         },
@@ -222,11 +236,45 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         | {"start": str(ppo_start)},
         "rl_eval": {r["name"]: r["metrics"] for r in rl_report["results"]},
         "rl_report": str(rl_eval_dir / "report.md"),
+        "instruct": {k: instruct_summary[k] for k in INSTRUCT_FACTS} | {"start": str(ppo_dir)},
+        "instruct_eval": {r["name"]: {"vqa": r["metrics"], "chat": r["chat"]} for r in instruct_report["results"]},
+        "instruct_report": str(root / "eval-instruct" / "report.md"),
         "examples": _examples(report, data_dir, eval_dir, cfg.examples),
         "seconds": round(time.time() - started, 1),
     }
     atomic_write_json(root / "pipeline.json", summary, indent=2)
     return summary
+
+
+INSTRUCT_FACTS = ("steps", "epochs", "data", "start_perplexity", "final_perplexity", "seconds")
+
+
+def _instruct(cfg: PipelineConfig, root: Path, data_dir: Path, start: Path) -> tuple[Path, dict]:
+    """Stage 5 from the PPO policy: the instruction mix (written once), `instruct`, then start vs end with the
+    chat metrics."""
+    from sft.instruct import is_complete as instruct_complete
+    from sft.instruct import main as instruct_main
+
+    if not all(mix_file(data_dir, split).is_file() for split in SPLITS.values()):
+        (mix_cfg,) = parse_config(
+            (InstructMixConfig,), ["--config", cfg.instruct_data_config, "--data_dir", str(data_dir)]
+        )
+        write_instruct_mix(mix_cfg)
+    out = root / "models" / "instruct"
+    if not instruct_complete(out):
+        instruct_main(
+            ["--config", cfg.instruct_config, "--init_from", str(start), "--output_dir", str(out)]
+            + [
+                "--train_data",
+                str(mix_file(data_dir, SPLITS["train"])),
+                "--train_images",
+                str(data_dir / SPLITS["train"]),
+            ]
+            + ["--eval_data", str(mix_file(data_dir, SPLITS["val"])), "--eval_images", str(data_dir / SPLITS["val"])]
+            + ["--vision_feature_cache", str(root / "cache" / "vision_features")]
+        )
+    models = {"instruct-start": start, "instruct": out}
+    return out, _evaluation(cfg, models, data_dir, root / "eval-instruct", chat=True)
 
 
 def _table(header: tuple, rows: list[tuple]) -> str:
@@ -296,6 +344,41 @@ def _ppo_lines(summary: dict) -> str:
     return head + "\n" + _table(("val split, greedy",) + tuple(rl), rows) + f"\nreport: {summary['rl_report']}"
 
 
+def _instruct_lines(summary: dict) -> str:
+    facts, runs = summary["instruct"], summary["instruct_eval"]
+    train = facts["data"]["train"]
+    head = (
+        f"instruct from {facts['start']}: {facts['steps']} steps on {train['rows']} answers of "
+        f"{train['conversations']} conversations ({train['dropped_turns']} long turns dropped), "
+        f"{facts['seconds']:.0f} s"
+    )
+
+    def pct(get):
+        return tuple(_number(get(r) * 100 if get(r) is not None else None, ".1f") for r in runs.values())
+
+    rows = [
+        ("VQA accuracy, Q/A prompt (%)",) + pct(lambda r: r["vqa"]["accuracy"]),
+        ("VQA accuracy, chat prompt (%)",) + pct(lambda r: r["chat"]["vqa_accuracy"]),
+        ("held-out answer perplexity",) + tuple(_number(r["chat"]["perplexity"], ".2f") for r in runs.values()),
+        ("EOS stop rate (%)",) + pct(lambda r: r["chat"]["eos_stop_rate"]),
+        ("role leaks (%)",) + pct(lambda r: r["chat"]["role_leaks"]),
+        ("short-answer compliance (%)",) + pct(lambda r: r["chat"]["short_answer_compliance"]),
+        ("description length (words)",) + tuple(f"{r['chat']['description_words']:.1f}" for r in runs.values()),
+        ("object recall / hallucinated (%)",)
+        + tuple(
+            f"{100 * r['chat']['object_recall']:.1f} / {100 * r['chat']['hallucinated_objects']:.1f}"
+            for r in runs.values()
+        ),  # fmt: skip
+        ("POPE acc / F1 (%), yes-ratio",)
+        + tuple(
+            f"{100 * r['chat']['pope']['accuracy']:.1f} / {100 * r['chat']['pope']['f1']:.1f}, "
+            f"{r['chat']['pope']['yes_ratio']:.2f}"
+            for r in runs.values()
+        ),  # fmt: skip
+    ]
+    return head + "\n" + _table(("val split, greedy",) + tuple(runs), rows) + f"\nreport: {summary['instruct_report']}"
+
+
 def format_summary(summary: dict) -> str:
     names = list(summary["eval"])
     metrics = summary["eval"]
@@ -323,6 +406,8 @@ def format_summary(summary: dict) -> str:
             _reward_line(summary["reward"]),
             "",
             _ppo_lines(summary),
+            "",
+            _instruct_lines(summary),
             "",
             f"report: {summary['report']}  ({summary['seconds']} s in all)",
         ]

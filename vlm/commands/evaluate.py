@@ -105,7 +105,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         del model
 
     settings = {k: v for k, v in asdict(cfg).items() if k in GenerationSettings.__dataclass_fields__}
-    report = {"data": cfg.data, "split": cfg.split, "limit": cfg.limit, "generation": settings, "results": results}
+    report = {"data": cfg.data, "split": cfg.split, "limit": cfg.limit, "chat": cfg.chat, "generation": settings}
+    report["results"] = results
     atomic_write_json(out / "eval.json", report, indent=2)
     write_report(results, out, title=f"VQA evaluation: {cfg.split} ({len(questions)} questions)")
     return report
