@@ -11,27 +11,27 @@ trainer's checkpointing are used as they are.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from pathlib import Path
 
-from transformers import set_seed
 from trl import SFTTrainer
 
 from sft.instruct_config import InstructConfig
 from sft.instruct_data import instruct_rows, with_conversation_images
-from vlm.adaptation import apply_freeze_overrides, language_model_lora, trainable_parameters
-from vlm.builder import load_vlm
+from sft.setup import load_start, sft_trainer, shared_feature_bank
+from vlm.adaptation import trainable_parameters
 from vlm.chat_template import ensure_chat_template
 from vlm.config_parsing import parse_config
 from vlm.data.errors import DataError
-from vlm.feature_bank import build_feature_bank
 from vlm.io import atomic_write_json
 from vlm.training import run_facts, save_final, train_resumably
 
 logger = logging.getLogger(__name__)
 SUMMARY = "summary.json"
+START_EVAL = "start_eval.json"
 
 
 def is_complete(output_dir: str | Path) -> bool:
@@ -50,8 +50,7 @@ def _datasets(cfg: InstructConfig, model, processor):
     bank = None
     if cfg.cache_vision_features:
         paths = [p for rows in (train, evaluation) if rows is not None for p in rows["image_path"] if p]
-        with cfg.main_process_first(desc="vision feature cache"):  # rank 0 computes, the others then read it
-            bank = build_feature_bank(model, processor, paths, Path(cfg.vision_feature_cache).expanduser())
+        bank = shared_feature_bank(cfg, model, processor, paths)
     train = with_conversation_images(train, bank)
     evaluation = with_conversation_images(evaluation, bank) if evaluation is not None else None
     return train, evaluation, {"train": train_facts, "eval": eval_facts}
@@ -60,21 +59,11 @@ def _datasets(cfg: InstructConfig, model, processor):
 def build_trainer(cfg: InstructConfig) -> tuple[SFTTrainer, dict]:
     if not cfg.init_from or not cfg.train_data:
         raise ValueError("instruct needs --init_from CHECKPOINT and --train_data LLAVA_INSTRUCT.json")
-    set_seed(cfg.seed)
-    model, processor = load_vlm(cfg.init_from)
+    model, processor = load_start(cfg)
     if ensure_chat_template(processor):
         logger.info("%s has no chat template: using LLaVA's Vicuna-v1 template", cfg.init_from)
-    apply_freeze_overrides(model, cfg.freeze_vision, cfg.freeze_projector, cfg.freeze_language_model)
     train, evaluation, facts = _datasets(cfg, model, processor)
-    peft_config = language_model_lora(cfg.lora, model.config) if cfg.lora is not None else None
-    trainer = SFTTrainer(
-        model=model,
-        args=cfg,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=processor,
-        peft_config=peft_config,
-    )
+    trainer = sft_trainer(cfg, model, processor, train, evaluation)
     trainable, total = trainable_parameters(trainer.model)
     logger.info(
         "training %.2fM of %.2fM parameters on %d answers from %d conversations (%d turns over max_length dropped)",
@@ -87,13 +76,15 @@ def build_trainer(cfg: InstructConfig) -> tuple[SFTTrainer, dict]:
     return trainer, facts
 
 
-def train(cfg: InstructConfig) -> Path:
+def train(cfg: InstructConfig, built: tuple[SFTTrainer, dict] | None = None) -> Path:
+    """Train (resuming from the last checkpoint in `output_dir`), then save the model, its processor with the chat
+    template and `summary.json`. `built`: a `build_trainer(cfg)` result to use (tests add callbacks to it)."""
     if is_complete(cfg.output_dir):
         raise FileExistsError(f"{cfg.output_dir} already holds a finished instruct run ({SUMMARY}); choose another")
-    trainer, facts = build_trainer(cfg)
+    trainer, facts = built or build_trainer(cfg)
     out = Path(cfg.output_dir)
     started = time.time()
-    first_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None and not _resuming(out) else None
+    first_eval = _start_eval_loss(trainer, out)
     result, last = train_resumably(trainer, out)
     final_eval = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
     if save_final(trainer, out, merge_lora=cfg.lora is not None):
@@ -116,8 +107,18 @@ def train(cfg: InstructConfig) -> Path:
     return out
 
 
-def _resuming(out: Path) -> bool:
-    return any(out.glob("checkpoint-*")) if out.is_dir() else False
+def _start_eval_loss(trainer: SFTTrainer, out: Path) -> float | None:
+    """The held-out loss before training, measured once and kept beside the checkpoints, so a resumed run reports
+    the same start."""
+    if trainer.eval_dataset is None:
+        return None
+    path = out / START_EVAL
+    if path.is_file():
+        return json.loads(path.read_text())["eval_loss"]
+    loss = trainer.evaluate()["eval_loss"]
+    if trainer.is_world_process_zero():
+        atomic_write_json(path, {"eval_loss": loss})
+    return loss
 
 
 def _perplexity(loss: float | None) -> float | None:

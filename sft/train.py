@@ -12,16 +12,14 @@ import logging
 import time
 from pathlib import Path
 
-from transformers import set_seed
 from trl import SFTTrainer
 
 from sft.config import VQASFTConfig
 from sft.data import AttachImages, vqa_sft_rows, with_images
-from vlm.adaptation import apply_freeze_overrides, language_model_lora, trainable_parameters
-from vlm.builder import load_vlm
+from sft.setup import load_start, sft_trainer, shared_feature_bank
+from vlm.adaptation import trainable_parameters
 from vlm.config_parsing import parse_config
 from vlm.data.vqa import load_vqa
-from vlm.feature_bank import build_feature_bank
 from vlm.io import atomic_write_json
 from vlm.training import run_facts, save_final, train_resumably
 
@@ -42,8 +40,7 @@ def _datasets(cfg: VQASFTConfig, model, processor):
     bank = None
     if cfg.cache_vision_features:
         paths = list(train_vqa["image_path"]) + (list(eval_vqa["image_path"]) if eval_vqa is not None else [])
-        with cfg.main_process_first(desc="vision feature cache"):  # rank 0 computes, the others then read it
-            bank = build_feature_bank(model, processor, paths, Path(cfg.vision_feature_cache).expanduser())
+        bank = shared_feature_bank(cfg, model, processor, paths)
     attach = AttachImages(eos, bank, sample_answers=cfg.answer == "sample", seed=cfg.seed)
     train = with_images(vqa_sft_rows(train_vqa, eos), attach)
     evaluation = with_images(vqa_sft_rows(eval_vqa, eos), attach) if eval_vqa is not None else None
@@ -53,19 +50,9 @@ def _datasets(cfg: VQASFTConfig, model, processor):
 def build_trainer(cfg: VQASFTConfig) -> SFTTrainer:
     if not cfg.init_from or not cfg.data_dir:
         raise ValueError("sft needs --init_from CHECKPOINT and --data_dir VQA_FOLDER")
-    set_seed(cfg.seed)
-    model, processor = load_vlm(cfg.init_from)
-    apply_freeze_overrides(model, cfg.freeze_vision, cfg.freeze_projector, cfg.freeze_language_model)
+    model, processor = load_start(cfg)
     train, evaluation = _datasets(cfg, model, processor)
-    peft_config = language_model_lora(cfg.lora, model.config) if cfg.lora is not None else None
-    trainer = SFTTrainer(
-        model=model,
-        args=cfg,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=processor,
-        peft_config=peft_config,
-    )
+    trainer = sft_trainer(cfg, model, processor, train, evaluation)
     trainable, total = trainable_parameters(trainer.model)
     logger.info("training %.2fM of %.2fM parameters on %d questions", trainable / 1e6, total / 1e6, len(train))
     return trainer

@@ -11,10 +11,10 @@ import sys
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoProcessor
+from transformers import AutoProcessor, TrainerCallback
 from trl.data_utils import apply_chat_template
 
-from sft.instruct import build_trainer
+from sft.instruct import build_trainer, train
 from sft.instruct_config import InstructConfig
 from vlm.builder import load_vlm
 from vlm.chat_eval import assistant_perplexity
@@ -331,11 +331,13 @@ def test_instruct_command_from_a_ppo_and_a_stage1_checkpoint(tiny_checkpoint, mi
     from ppo.train import run as run_ppo
 
     ppo_out = run_ppo(build_ppo(ppo_config(tiny_checkpoint, mix, tmp_path / "ppo"), reward_fn=_length_reward))
+    (ppo_out / "chat_template.jinja").unlink()  # as checkpoints made before stage 5 existed: no template
+    assert load_vlm(ppo_out)[1].chat_template is None
     for name, start in (("from-ppo", ppo_out), ("from-sft", tiny_checkpoint)):
         out = tmp_path / name
         flags = ["--config", "configs/demo/instruct.yaml", "--init_from", str(start), "--output_dir", str(out),
                  *_data_flags(mix), "--max_steps", "40", "--learning_rate", "3e-3", "--per_device_train_batch_size",
-                 "8", "--vision_feature_cache", str(tmp_path / "cache"), "--report_to", "none", "--eval_limit", "4",
+                 "8", "--vision_feature_cache", str(tmp_path / "cache"), "--eval_limit", "4",
                  "--save_strategy", "no", "--eval_strategy", "no", "--train_data", str(tmp_path / "short.json"),
                  "--eval_data", str(tmp_path / "short-val.json")]  # fmt: skip
         _short_answers(mix, "train2014", tmp_path / "short.json")
@@ -343,6 +345,7 @@ def test_instruct_command_from_a_ppo_and_a_stage1_checkpoint(tiny_checkpoint, mi
         assert cli_main(["instruct", *flags]) == 0, capsys.readouterr().err[-2000:]
         summary = json.loads((out / "summary.json").read_text())
         assert summary["init_from"] == str(start) and summary["steps"] == 40
+        assert list(out.glob("runs/*/events.out.tfevents.*"))  # TensorBoard logs
         assert summary["final_eval_loss"] < summary["start_eval_loss"]
         model, processor = load_vlm(out)
         assert processor.chat_template == VICUNA_V1_TEMPLATE
@@ -417,3 +420,42 @@ def test_long_turns_are_dropped_and_counted(tiny_checkpoint, conversations_file,
     assert facts["train"]["rows"] == 4 and facts["train"]["dropped_turns"] == 1
     assert sorted(trainer.train_dataset[i]["turn"] for i in range(4)) == [0, 0, 0, 1]
     assert conversation_messages(FIXTURE[0]["conversations"], True, "x")[0]["content"][0] == {"type": "image"}
+
+
+class KillAfterFirstCheckpoint(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt("killed after a checkpoint")
+
+
+def test_interrupted_run_resumes_with_the_same_start(tiny_checkpoint, mix, tmp_path):
+    out = tmp_path / "out"
+    cfg = instruct_config(tiny_checkpoint, mix, out, max_steps=4, save_strategy="steps", save_steps=2, eval_limit=4)
+    built = build_trainer(cfg)
+    built[0].add_callback(KillAfterFirstCheckpoint())
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, built)
+    assert (out / "checkpoint-2").is_dir() and not (out / "summary.json").exists()
+    start = json.loads((out / "start_eval.json").read_text())["eval_loss"]
+    train(instruct_config(tiny_checkpoint, mix, out, max_steps=4, save_strategy="steps", save_steps=2, eval_limit=4))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 4
+    assert summary["start_eval_loss"] == start and summary["final_eval_loss"] < start
+    with pytest.raises(FileExistsError, match="already holds a finished instruct run"):
+        train(cfg)
+
+
+def test_lora_trains_adapters_and_projector_and_saves_a_merged_model(tiny_checkpoint, mix, tmp_path):
+    out = tmp_path / "lora"
+    cfg = instruct_config(tiny_checkpoint, mix, out, lora={"r": 4}, warmup_steps=0, eval_limit=4)
+    trainer, facts = build_trainer(cfg)
+    trained = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n or ".projector." in n for n in trained)
+    train(cfg, (trainer, facts))
+    start, _ = load_vlm(tiny_checkpoint)
+    merged, processor = load_vlm(out)  # a plain VLM: the adapter is folded in
+    assert processor.chat_template == VICUNA_V1_TEMPLATE
+    before, after = start.state_dict(), merged.state_dict()
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith("model.vision_tower.") for k in changed)
+    assert any(k.startswith("model.language_model.") for k in changed) and any(".projector." in k for k in changed)

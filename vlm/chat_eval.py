@@ -56,7 +56,10 @@ class ChatEvalSettings:
     )
     chat_limit: int | None = field(default=200, metadata={"help": "Held-out conversations for the perplexity."})
     chat_scenes: int = field(default=100, metadata={"help": "Scenes described and asked POPE questions."})
-    description_tokens: int = field(default=96, metadata={"help": "Longest description generated."})
+    description_tokens: int = field(default=192, metadata={"help": "Longest description generated."})
+    short_answer_tokens: int = field(
+        default=32, metadata={"help": "Longest reply to a short-answer question (room to show a failure to stop)."}
+    )
 
 
 def assistant_perplexity(model, processor, conversations: Dataset) -> dict:
@@ -158,16 +161,19 @@ def chat_metrics(model, processor, data_dir: str, split: str, image_dir, questio
     pope = [(i, q, t) for i in ids for q, t in pope_questions(scenes[i], rng)]
     pope_images = [images[i] for i, _, _ in pope]
     truths = [t for _, _, t in pope]
-    pope_chat = chat([[user_message(short_answer_question(q), True)] for _, q, _ in pope], pope_images, 8)
+    short = settings.short_answer_tokens
+    pope_chat = chat([[user_message(short_answer_question(q), True)] for _, q, _ in pope], pope_images, short)
     out["pope"] = pope_metrics([a.text for a in pope_chat], truths)
     pope_qa = answer_questions(model, processor, pope_images, [q for _, q, _ in pope], 8, batch_size)
     out["pope_qa_prompt"] = pope_metrics([a.text for a in pope_qa], truths)
 
     vqa_images = [load_image(p, f"question_id {q}") for p, q in zip(questions["image_path"], questions["question_id"])]
     vqa_convs = [[user_message(short_answer_question(q), True)] for q in questions["question"]]
-    vqa_answers = chat(vqa_convs, vqa_images, 8)
-    short = [a for a in vqa_answers if a.finished and not _leaks(a.text)]
-    out["short_answer_compliance"] = sum(len(a.text.split()) <= SHORT_ANSWER_WORDS for a in short) / len(vqa_answers)
+    vqa_answers = chat(vqa_convs, vqa_images, short)
+    compliant = [a for a in vqa_answers if a.finished and not _leaks(a.text)]
+    out["short_answer_compliance"] = sum(len(a.text.split()) <= SHORT_ANSWER_WORDS for a in compliant) / len(
+        vqa_answers
+    )
 
     dialogues = []
     for i, answer in zip(ids[:3], described[:3]):
@@ -177,7 +183,7 @@ def chat_metrics(model, processor, data_dir: str, split: str, image_dir, questio
             assistant_message(answer.text),
             user_message(follow_up, False),
         ]
-        second = chat([history], [images[i]], 16)[0]
+        second = chat([history], [images[i]], short)[0]
         dialogues.append(
             {
                 "image": str(image_file(image_dir, split, i)),

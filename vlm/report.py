@@ -67,7 +67,7 @@ def _chat_sections(results: list[dict], names: list[str]) -> list[str]:
         parts.append(f"### {r['name']}")
         for d in r["dialogues"]:
             parts += ["", f"`{Path(d['image']).name}`", ""]
-            parts += [f"> **USER:** {q}<br>**ASSISTANT:** {a or '(empty)'}" for q, a in d["turns"]]
+            parts.append("> " + "<br>".join(f"**USER:** {q}<br>**ASSISTANT:** {a or '(empty)'}" for q, a in d["turns"]))
         parts.append("")
     return parts
 

@@ -7,7 +7,8 @@ LLaVA-Instruct-158K's three kinds, asked of the rendered scenes and answered fro
 - reasoning: questions that combine facts (the leftmost object, what would remain, which colours repeat), answered
   with the facts and the conclusion;
 plus LLaVA-1.5's short VQA items (the split's VQA questions with "Answer the question using a single word or
-phrase.", answered with the VQA answer) and, optionally, text-only items about shapes and colours.
+phrase.", answered with the VQA answer, and existence questions phrased as VQA v2 also asks them) and, optionally,
+text-only items about shapes and colours.
 
 Each scene gives at most one item, of a kind drawn by the configured ratios, so the train and val files hold
 different scenes (the val file is the held-out set). Deterministic for a seed.
@@ -24,7 +25,7 @@ from pathlib import Path
 from vlm.chat_template import SHORT_ANSWER_SUFFIX
 from vlm.data.errors import DataError
 from vlm.data.scenes import COLORS, SHAPES, Scene, SceneObject, load_scenes
-from vlm.data.synthetic_qa import NUMBER_WORDS
+from vlm.data.synthetic_qa import NUMBER_WORDS, exist_question
 from vlm.data.vqa import image_file, load_vqa
 from vlm.io import atomic_write_json
 
@@ -180,9 +181,15 @@ def _to_llava(item_id: str, image: str | None, turns: list[tuple[str, str]], rng
     return {"id": item_id, **({"image": image} if image is not None else {}), "conversations": messages}
 
 
-def _vqa_turns(vqa_rows: list[dict], rng: random.Random) -> list[tuple[str, str]]:
+def _vqa_turns(scene: Scene, vqa_rows: list[dict], rng: random.Random) -> list[tuple[str, str]]:
+    """1-3 of the image's VQA questions, and half the time an existence question in VQA v2's other phrasing
+    ("Is there a red circle in the image?", yes or no from the scene, negatives sharing a colour or a shape)."""
     rows = rng.sample(vqa_rows, min(len(vqa_rows), rng.randint(1, 3)))
-    return [(f"{r['question']}\n{SHORT_ANSWER_SUFFIX}", r["multiple_choice_answer"]) for r in rows]
+    turns = [(r["question"], r["multiple_choice_answer"]) for r in rows]
+    if rng.random() < 0.5:
+        exist = exist_question(scene, rng)
+        turns.insert(rng.randint(0, len(turns)), (exist.question[:-1] + " in the image?", exist.answer))
+    return [(f"{question}\n{SHORT_ANSWER_SUFFIX}", answer) for question, answer in turns]
 
 
 def build_mix(scenes: dict[int, Scene], vqa_by_image: dict[int, list[dict]], split: str, cfg: InstructMixConfig):
@@ -207,7 +214,7 @@ def build_mix(scenes: dict[int, Scene], vqa_by_image: dict[int, list[dict]], spl
         elif kind == "reasoning":
             turns = _reasoning(scene, rng)
         else:
-            turns = _vqa_turns(vqa_by_image[image_id], rng)
+            turns = _vqa_turns(scene, vqa_by_image[image_id], rng)
         items.append(_to_llava(f"{kind}-{image_id}", image, turns, rng))
     return items, counts
 

@@ -67,7 +67,7 @@ def _count_question(scene: Scene, rng: random.Random) -> SyntheticQuestion:
     return SyntheticQuestion("count", q, str(n), "how many", "number", wrong)
 
 
-def _exist_question(scene: Scene, rng: random.Random) -> SyntheticQuestion:
+def exist_question(scene: Scene, rng: random.Random) -> SyntheticQuestion:
     present = {(o.color, o.shape) for o in scene.objects}
     if rng.random() < 0.5:
         color, shape = rng.choice(sorted(present))
@@ -100,7 +100,7 @@ _FAMILY_FNS = {
     "color": _color_question,
     "shape": _shape_question,
     "count": _count_question,
-    "exist": _exist_question,
+    "exist": exist_question,
     "position": _position_question,
 }
 
