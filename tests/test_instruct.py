@@ -459,3 +459,23 @@ def test_lora_trains_adapters_and_projector_and_saves_a_merged_model(tiny_checkp
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and not any(k.startswith("model.vision_tower.") for k in changed)
     assert any(k.startswith("model.language_model.") for k in changed) and any(".projector." in k for k in changed)
+
+
+def test_instruct_mix_command_and_its_bad_input(mix, tmp_path, capsys):
+    assert cli_main(["data", "instruct-mix", "--data_dir", str(mix), "--ratios", '{"chat": 1}']) == 2
+    assert "ratios: non-negative fractions over" in capsys.readouterr().err
+    assert cli_main(["data", "instruct-mix", "--data_dir", str(tmp_path)]) == 2
+    assert "scenes_train2014.json: no scene ground truth" in capsys.readouterr().err
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name in (
+        "scenes_val2014.json",
+        "v2_OpenEnded_mscoco_val2014_questions.json",
+        "v2_mscoco_val2014_annotations.json",
+    ):
+        (out / name).write_bytes((mix / name).read_bytes())
+    (out / "val2014").symlink_to(mix / "val2014")
+    argv = ["data", "instruct-mix", "--data_dir", str(out), "--splits", "val2014", "--ratios", '{"vqa": 1}']
+    assert cli_main(argv) == 0
+    items = json.loads(mix_file(out, "val2014").read_text())
+    assert len(items) == 12 and all(i["id"].startswith("vqa-") for i in items)  # one item per val scene

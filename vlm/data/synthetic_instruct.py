@@ -48,7 +48,7 @@ class InstructMixConfig:
     data_dir: str = "runs/demo/data"
     splits: list[str] = field(default_factory=lambda: ["train2014", "val2014"])
     # Fractions of the items per kind (normalised); "text" items take no scene.
-    ratios: dict | str = field(
+    ratios: dict | str | None = field(
         default_factory=lambda: {"conversation": 0.3, "detail": 0.2, "reasoning": 0.2, "vqa": 0.25, "text": 0.05}
     )
     max_scenes: int | None = None  # per split; none: every scene gives one item
@@ -56,9 +56,12 @@ class InstructMixConfig:
 
     def __post_init__(self):
         if isinstance(self.ratios, str):
-            self.ratios = json.loads(self.ratios)
-        unknown = set(self.ratios) - set(KINDS)
-        if unknown or not self.ratios or any(v < 0 for v in self.ratios.values()) or not sum(self.ratios.values()):
+            try:
+                self.ratios = json.loads(self.ratios)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"ratios: not JSON ({e.msg}): {self.ratios!r}") from None
+        valid = isinstance(self.ratios, dict) and self.ratios and not set(self.ratios) - set(KINDS)
+        if not valid or any(v < 0 for v in self.ratios.values()) or not sum(self.ratios.values()):
             raise ValueError(f"ratios: non-negative fractions over {KINDS}, not all 0; got {self.ratios}")
 
 
