@@ -372,19 +372,25 @@ def _short_answers(data, split, path):
 
 def test_two_process_accelerate_launch(tiny_checkpoint, mix, tmp_path):
     out = tmp_path / "2p"
+    _short_answers(mix, "train2014", tmp_path / "short.json")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sft.instruct"]
     flags = ["--config", "configs/demo/instruct.yaml", "--init_from", str(tiny_checkpoint), "--output_dir", str(out),
-             "--train_data", str(mix_file(mix, "train2014")), *_data_flags(mix), "--max_steps", "3",
-             "--per_device_train_batch_size", "4", "--vision_feature_cache", str(tmp_path / "cache"),
-             "--report_to", "none", "--eval_limit", "4", "--save_strategy", "no", "--eval_strategy", "no"]  # fmt: skip
+             "--train_data", str(tmp_path / "short.json"), *_data_flags(mix), "--max_steps", "30",
+             "--learning_rate", "3e-3", "--per_device_train_batch_size", "4", "--vision_feature_cache",
+             str(tmp_path / "cache"), "--report_to", "none", "--eval_limit", "4", "--save_strategy", "no",
+             "--eval_strategy", "no"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(launch + flags, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 3
+    assert summary["world_size"] == 2 and summary["steps"] == 30
     model, processor = load_vlm(out)
     assert processor.chat_template == VICUNA_V1_TEMPLATE
+    images = [Image.open(sorted((mix / "val2014").iterdir())[i]).convert("RGB") for i in range(4)]
+    question = [user_message("How many objects are there?\n" + SHORT_ANSWER_SUFFIX, True)]
+    replies = answer_chats(model.eval(), processor, [question] * 4, images, max_new_tokens=12)
+    assert all(r.finished for r in replies), replies  # stops at EOS
 
 
 def test_assistant_only_loss_and_bad_data_are_refused(tiny_checkpoint, mix, tmp_path, capsys):

@@ -38,7 +38,7 @@ from vlm.chat_template import (
 from vlm.data.images import load_image
 from vlm.data.llava import conversation_messages, load_llava_instruct
 from vlm.data.scenes import COLORS, SHAPES, Scene, load_scenes
-from vlm.data.synthetic_instruct import DETAIL_PROMPTS
+from vlm.data.synthetic_instruct import DETAIL_PROMPTS, mix_file
 from vlm.data.vqa import image_file
 from vlm.generation import answer_chats, answer_questions
 from vlm.metrics import normalize_answer
@@ -140,7 +140,7 @@ def chat_metrics(model, processor, data_dir: str, split: str, image_dir, questio
     chat prompt (scored by the caller with the official metric)."""
     ensure_chat_template(processor)
     image_dir = image_dir or f"{data_dir}/{split}"
-    chat_data = settings.chat_data or f"{data_dir}/llava_instruct_mix_{split}.json"
+    chat_data = settings.chat_data or mix_file(data_dir, split)
     conversations = load_llava_instruct(chat_data, image_dir, limit=settings.chat_limit)
     out = assistant_perplexity(model, processor, conversations)
     scenes = load_scenes(data_dir, split)
@@ -188,7 +188,7 @@ def chat_metrics(model, processor, data_dir: str, split: str, image_dir, questio
             {
                 "image": str(image_file(image_dir, split, i)),
                 "turns": [[DETAIL_PROMPTS[0], answer.text], [follow_up, second.text]],
-            }  # fmt: skip
+            }
         )
     out["eos_stop_rate"] = sum(a.finished for a in replies) / len(replies)
     out["role_leaks"] = sum(_leaks(a.text) for a in replies) / len(replies)
