@@ -224,7 +224,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "reward": str(reward_dir),
             "ppo": str(ppo_dir),
             "instruct": str(instruct_dir),
-        },  # fmt: skip
+        },
         "sft": {
             k: sft_summary[k] for k in ("steps", "first_loss", "final_loss", "train_runtime_s", "tokens_per_second")
         },
@@ -262,15 +262,11 @@ def _instruct(cfg: PipelineConfig, root: Path, data_dir: Path, start: Path) -> t
         write_instruct_mix(mix_cfg)
     out = root / "models" / "instruct"
     if not instruct_complete(out):
+        train, val = SPLITS["train"], SPLITS["val"]
         instruct_main(
             ["--config", cfg.instruct_config, "--init_from", str(start), "--output_dir", str(out)]
-            + [
-                "--train_data",
-                str(mix_file(data_dir, SPLITS["train"])),
-                "--train_images",
-                str(data_dir / SPLITS["train"]),
-            ]
-            + ["--eval_data", str(mix_file(data_dir, SPLITS["val"])), "--eval_images", str(data_dir / SPLITS["val"])]
+            + ["--train_data", str(mix_file(data_dir, train)), "--train_images", str(data_dir / train)]
+            + ["--eval_data", str(mix_file(data_dir, val)), "--eval_images", str(data_dir / val)]
             + ["--vision_feature_cache", str(root / "cache" / "vision_features")]
         )
     models = {"instruct-start": start, "instruct": out}
@@ -354,7 +350,7 @@ def _instruct_lines(summary: dict) -> str:
     )
 
     def pct(get):
-        return tuple(_number(get(r) * 100 if get(r) is not None else None, ".1f") for r in runs.values())
+        return tuple(f"{100 * get(r):.1f}" for r in runs.values())
 
     rows = [
         ("VQA accuracy, Q/A prompt (%)",) + pct(lambda r: r["vqa"]["accuracy"]),
@@ -368,13 +364,13 @@ def _instruct_lines(summary: dict) -> str:
         + tuple(
             f"{100 * r['chat']['object_recall']:.1f} / {100 * r['chat']['hallucinated_objects']:.1f}"
             for r in runs.values()
-        ),  # fmt: skip
+        ),
         ("POPE acc / F1 (%), yes-ratio",)
         + tuple(
             f"{100 * r['chat']['pope']['accuracy']:.1f} / {100 * r['chat']['pope']['f1']:.1f}, "
             f"{r['chat']['pope']['yes_ratio']:.2f}"
             for r in runs.values()
-        ),  # fmt: skip
+        ),
     ]
     return head + "\n" + _table(("val split, greedy",) + tuple(runs), rows) + f"\nreport: {summary['instruct_report']}"
 
