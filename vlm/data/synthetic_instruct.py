@@ -25,7 +25,7 @@ from pathlib import Path
 from vlm.chat_template import SHORT_ANSWER_SUFFIX
 from vlm.data.errors import DataError
 from vlm.data.scenes import COLORS, SHAPES, Scene, SceneObject, load_scenes
-from vlm.data.synthetic_qa import NUMBER_WORDS, exist_question
+from vlm.data.synthetic_qa import NUMBER_WORDS, exist_question, where
 from vlm.data.vqa import image_file, load_vqa
 from vlm.io import atomic_write_json
 
@@ -65,12 +65,6 @@ class InstructMixConfig:
             raise ValueError(f"ratios: non-negative fractions over {KINDS}, not all 0; got {self.ratios}")
 
 
-def _where(o: SceneObject, size: int) -> str:
-    horizontal = "left" if o.x < size / 3 else "right" if o.x > 2 * size / 3 else "middle"
-    vertical = "top" if o.y < size / 3 else "bottom" if o.y > 2 * size / 3 else "center"
-    return "in the center" if (horizontal, vertical) == ("middle", "center") else f"at the {vertical} {horizontal}"
-
-
 def _size_word(o: SceneObject, size: int) -> str:
     return "small" if o.size < size / 4.5 else "large" if o.size > size / 3.5 else "medium-sized"
 
@@ -84,7 +78,7 @@ def detailed_description(scene: Scene) -> str:
     n = len(objects)
     parts = [f"The image shows {_count_phrase(n)} on a light background."]
     for o in objects:
-        parts.append(f"A {_size_word(o, scene.image_size)} {o.name} is {_where(o, scene.image_size)}.")
+        parts.append(f"A {_size_word(o, scene.image_size)} {o.name} is {where(o, scene.image_size)}.")
     if n > 1:
         order = ", then ".join(f"the {o.name}" for o in objects)
         parts.append(f"From left to right: {order}.")
@@ -99,14 +93,14 @@ def _conversation(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
         ("What colors do you see?", f"I see {_join(sorted({o.color for o in objects}))}."),
     ]
     for o in objects:
-        pool.append((f"Where is the {o.name}?", f"The {o.name} is {_where(o, size)} of the image."))
+        pool.append((f"Where is the {o.name}?", f"The {o.name} is {where(o, size)} of the image."))
         pool.append((f"How big is the {o.name}?", f"The {o.name} is {_size_word(o, size)}."))
     present = {(o.color, o.shape) for o in objects}
     absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
     color, shape = rng.choice(absent)
     pool.append((f"Is there a {color} {shape} in the image?", f"No, there is no {color} {shape} in the image."))
     o = rng.choice(objects)
-    pool.append((f"Is there a {o.name} in the image?", f"Yes, there is a {o.name} {_where(o, size)}."))
+    pool.append((f"Is there a {o.name} in the image?", f"Yes, there is a {o.name} {where(o, size)}."))
     rng.shuffle(pool)
     return pool[: rng.randint(2, 4)]
 
@@ -236,9 +230,3 @@ def write_instruct_mix(cfg: InstructMixConfig) -> dict:
         summary[split] = {"items": len(items), **counts}
         logger.info("%s: %d instruction items %s", split, len(items), counts)
     return summary
-
-
-def check_mix_file(path: Path) -> None:
-    """A clear error for a missing mix, naming the command that writes it."""
-    if not path.is_file():
-        raise DataError(f"{path}: no instruction data; write it with `vlm-rlhf data instruct-mix`")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from vlm.data.scenes import COLORS, SHAPES, Scene
+from vlm.data.scenes import COLORS, SHAPES, Scene, SceneObject
 from vlm.metrics import majority_answer
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five"]
@@ -150,14 +150,18 @@ def multiple_choice_answer(answers: list[dict]) -> str:
     return majority_answer([a["answer"] for a in answers])
 
 
+def where(o: SceneObject, image_size: int) -> str:
+    """An object's place in a 3 x 3 grid: "at the top left", "in the center", ..."""
+    horizontal = "left" if o.x < image_size / 3 else "right" if o.x > 2 * image_size / 3 else "middle"
+    vertical = "top" if o.y < image_size / 3 else "bottom" if o.y > 2 * image_size / 3 else "center"
+    return "in the center" if (horizontal, vertical) == ("middle", "center") else f"at the {vertical} {horizontal}"
+
+
 def describe(scene: Scene) -> str:
     n = len(scene.objects)
     parts = [f"There {'is one object' if n == 1 else f'are {NUMBER_WORDS[n]} objects'} in the image."]
     for o in sorted(scene.objects, key=lambda o: o.x):
-        horizontal = "left" if o.x < scene.image_size / 3 else "right" if o.x > 2 * scene.image_size / 3 else "middle"
-        vertical = "top" if o.y < scene.image_size / 3 else "bottom" if o.y > 2 * scene.image_size / 3 else "center"
-        where = "in the center" if (horizontal, vertical) == ("middle", "center") else f"at the {vertical} {horizontal}"
-        parts.append(f"A {o.name} is {where}.")
+        parts.append(f"A {o.name} is {where(o, scene.image_size)}.")
     return " ".join(parts)
 
 
