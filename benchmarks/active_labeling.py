@@ -28,12 +28,12 @@ from labeling.generate import GenerateConfig, generate
 from labeling.simulate import SimulateConfig, simulate
 from reward.config import RewardConfig
 from reward.train import train as train_reward
-from vlm.answers import read_answers
 from vlm.data.images import load_image
 from vlm.data.vqa import load_vqa
-from vlm.gold import gold_key_path
-from vlm.metrics import vqa_accuracy
-from vlm.reward_scoring import load_reward_model, score_answers
+from vlm.eval.metrics import vqa_accuracy
+from vlm.labels.answers import read_answers
+from vlm.labels.gold import gold_key_path
+from vlm.model.reward_scoring import load_reward_model, score_answers
 
 
 def _pool(args, out: Path, seed: int, select: str | None, store: Path | None = None, rm: Path | None = None) -> Path:

@@ -22,8 +22,8 @@ import torch
 from transformers import CLIPVisionConfig, GPT2Config, GPT2LMHeadModel
 
 from vlm import VLMConfig, VLMForCausalLM
-from vlm.generation import greedy_without_cache
-from vlm.presets import TinyPreset
+from vlm.model.generation import greedy_without_cache
+from vlm.synthetic.presets import TinyPreset
 
 _TINY = TinyPreset()  # the shipped demo model's shapes, so the benchmark follows the preset
 SIZES = {

@@ -1,4 +1,4 @@
-"""`vlm-rlhf label {generate,push,pull,simulate,stats,serve} [options]` (also `vlm-rlhf labels stats`)."""
+"""`vlm-rlhf label {round,generate,push,pull,simulate,stats,serve} [options]` (also `vlm-rlhf labels stats`)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 
 from vlm.config_parsing import parse_config
-from vlm.gold import read_gold
 from vlm.io import atomic_write_text
-from vlm.label_store import VERDICTS, LabelStore, aggregate_verdicts, label_stats
+from vlm.labels.gold import read_gold
+from vlm.labels.store import VERDICTS, LabelStore, aggregate_verdicts, label_stats
 
 
 @dataclass
@@ -19,6 +19,12 @@ class StatsConfig:
     gold: list[str] = field(
         default_factory=list, metadata={"help": "Gold key file(s) (<answers>.gold.jsonl): per-annotator accuracy."}
     )
+
+
+def round_main(argv):
+    from labeling.round import main as round_main_
+
+    return round_main_(argv)
 
 
 def generate_main(argv):
@@ -96,7 +102,9 @@ def format_stats(stats: dict) -> str:
 
 def stats_main(argv):
     (cfg,) = parse_config((StatsConfig,), argv, prog="vlm-rlhf label stats")
-    rows = LabelStore(cfg.store).latest()
+    store = LabelStore(cfg.store)
+    store.remove_stale_temporaries()  # left by a killed append; only when no writer is busy
+    rows = store.latest()
     if not rows:
         raise ValueError(f"label store {cfg.store} holds no labels")
     stats = label_stats(rows, read_gold(cfg.gold))
@@ -107,6 +115,7 @@ def stats_main(argv):
 
 
 COMMANDS = {
+    "round": round_main,
     "generate": generate_main,
     "push": push_main,
     "pull": pull_main,

@@ -66,8 +66,10 @@ def connect(url: str, api_key: str | None = None, timeout: float = 60.0) -> Labe
     api_key = api_key or os.environ.get(API_KEY_VARIABLE)
     if not api_key:
         raise LabelStudioError(f"no Label Studio API key: set {API_KEY_VARIABLE} or pass --api-key")
-    client = LabelStudio(base_url=url.rstrip("/"), api_key=api_key, timeout=timeout)
     with talking_to(url, "checking the API key"):
+        # Inside: label-studio-sdk 2.1.2 checks a JWT-shaped key in the client's constructor, before any request,
+        # and raises ApiError 401 there for one without `exp` or past it (tokens/client_ext.py `_is_valid_jwt_token`).
+        client = LabelStudio(base_url=url.rstrip("/"), api_key=api_key, timeout=timeout)
         client.users.whoami()
     return client
 
@@ -112,7 +114,10 @@ def ensure_project(client: LabelStudio, url: str, title: str, instructions: str)
 
 def task_pages(client: LabelStudio, project_id: int, page_size: int, fields: str = "all"):
     """The project's tasks one page (a list of dicts) at a time. Written out because the SDK's own page iterator
-    asks for one page past the end, which Label Studio answers with 404 "Invalid page"."""
+    asks for one page past the end, which Label Studio answers with 404 "Invalid page": in label-studio-sdk 2.1.2
+    `tasks.list` sets `has_next` to "this page was not empty" (tasks/raw_client.py:227), and the server answers an
+    out-of-range page with 404 by design (HumanSignal/label-studio#2321). The 0.x SDK had the same bug
+    (label-studio-sdk#148, fixed there by #153). Use the SDK's pager again when its `has_next` stops at `total`."""
     page = 1
     seen = 0
     while True:

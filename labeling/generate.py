@@ -2,7 +2,8 @@
 
 The policy answers N questions (drawn with `seed`) K times each by sampling, so annotators see right and wrong
 answers; identical answers to one question are merged (`count` says how many samples gave it). Empty answers
-are dropped: there is nothing to judge. Records are described in `vlm.answers`.
+are dropped: there is nothing to judge. Records are described in `vlm.labels.answers`. An existing `--out` is
+refused (it may be pushed and labelled already) unless `--overwrite true`, which also removes its stale gold key.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from pathlib import Path
 import torch
 
 from labeling.selection import STRATEGIES, select_answers
-from vlm.answers import answer_id, write_answers
-from vlm.builder import is_vlm_checkpoint, load_vlm
 from vlm.data.vqa import load_vqa
-from vlm.evaluation import GenerationSettings, predict
-from vlm.feature_bank import image_key
-from vlm.label_store import LabelStore
-from vlm.precision import bf16_available
-from vlm.reward_scoring import load_reward_model, score_records
+from vlm.eval.vqa import GenerationSettings, predict
+from vlm.labels.answers import answer_id, write_answers
+from vlm.labels.gold import gold_key_path
+from vlm.labels.store import LabelStore
+from vlm.model.builder import check_checkpoint, load_vlm
+from vlm.model.reward_scoring import load_reward_model, score_records
+from vlm.training.feature_bank import image_key
+from vlm.training.precision import bf16_available
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,9 @@ SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "num_beams", "max_new_to
 
 @dataclass
 class GenerateConfig(GenerationSettings):
-    do_sample: bool = True
+    do_sample: bool = field(
+        default=True, metadata={"help": "Sample the answers (so annotators see right and wrong ones); false: greedy."}
+    )
     model: str | None = field(default=None, metadata={"help": "Policy checkpoint that answers."})
     data: str | None = field(default=None, metadata={"help": "VQA v2 folder."})
     split: str = field(default="train2014", metadata={"help": "VQA split the questions come from."})
@@ -39,7 +43,14 @@ class GenerateConfig(GenerationSettings):
     questions: int = field(default=100, metadata={"help": "Questions to answer (drawn at random with seed)."})
     samples: int = field(default=4, metadata={"help": "Sampled answers per question (duplicates merged)."})
     out: str = field(default="answers.jsonl", metadata={"help": "Where the answer records are written."})
-    seed: int = field(default=0)
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace an existing --out (answers written before, maybe pushed and labelled) and remove "
+                          "its gold key <out>.gold.jsonl, which belongs to the answers replaced; false: refuse."},
+    )  # fmt: skip
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the question draw, the answer sampling and the --select choice."}
+    )
     select: str | None = field(
         default=None,
         metadata={"help": "Keep only --budget answers of the pool: random, uncertainty (RM P(correct) nearest 0.5) or "
@@ -64,8 +75,14 @@ class GenerateConfig(GenerationSettings):
 def generate(cfg: GenerateConfig) -> dict:
     if not cfg.model or not cfg.data:
         raise ValueError("label generate needs --model CHECKPOINT and --data VQA_FOLDER")
-    if not is_vlm_checkpoint(cfg.model):
-        raise ValueError(f"{cfg.model} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
+    if Path(cfg.out).exists() and not cfg.overwrite:  # checked before an hour of sampling, not after
+        raise FileExistsError(
+            f"{cfg.out} already exists (answers written before, maybe pushed and labelled): pass --overwrite true to "
+            f"replace it (its gold key {gold_key_path(cfg.out).name} is removed too), or choose another --out"
+        )
+    check_checkpoint(cfg.model, "policy", "--model")
+    if cfg.reward_model:  # checked now, not after sampling every answer
+        check_checkpoint(cfg.reward_model, "reward model", "--reward_model")
     if cfg.questions < 1 or cfg.samples < 1:
         raise ValueError(f"--questions and --samples must be at least 1 (got {cfg.questions}, {cfg.samples})")
     if cfg.select and not cfg.budget:
@@ -130,6 +147,11 @@ def generate(cfg: GenerateConfig) -> dict:
         score_records(rm, rm_processor, records, str(Path(cfg.reward_model).resolve()), cfg.batch_size)
     if cfg.select:
         records = select_answers(records, cfg.select, cfg.budget, cfg.random_fraction, cfg.seed)
+    if cfg.overwrite:  # the key's verdicts are for gold answers mixed among the answers being replaced
+        stale_key = gold_key_path(cfg.out)
+        if stale_key.is_file():
+            logger.info("removing %s: it belongs to the answers %s replaces", stale_key, cfg.out)
+            stale_key.unlink()
     write_answers(cfg.out, records)
     if empty:
         logger.info("dropped %d empty answers of %d samples", empty, len(predictions))

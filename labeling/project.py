@@ -9,7 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from vlm.data.errors import DataError
-from vlm.label_store import VERDICTS, check_verdict
+from vlm.labels.store import VERDICTS, check_verdict
 
 VERDICT_CONTROL = "verdict"
 CORRECTION_CONTROL = "corrected_answer"

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from labeling.client import ConnectionConfig, LabelStudioError, connect, find_project, talking_to, task_pages
 from labeling.project import read_annotation
 from vlm.data.errors import DataError
-from vlm.label_store import LabelStore
+from vlm.labels.store import LabelStore
 
 
 @dataclass

@@ -21,11 +21,11 @@ from urllib.parse import quote
 from tqdm.auto import tqdm
 
 from labeling.client import ConnectionConfig, connect, ensure_project, talking_to, task_pages
-from labeling.gold import gold_records, mix_in
+from labeling.gold_answers import gold_records, mix_in
 from labeling.project import INSTRUCTIONS, prediction_from_answer, task_from_answer
-from vlm.answers import read_answers
 from vlm.data.errors import DataError
-from vlm.gold import gold_key_path, write_gold
+from vlm.labels.answers import read_answers
+from vlm.labels.gold import gold_key_path, write_gold
 
 DOCUMENT_ROOT_VARIABLE = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 

@@ -15,13 +15,13 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labeling.gold import gold_records, mix_in
-from vlm.answers import read_answers
+from labeling.gold_answers import gold_records, mix_in
 from vlm.data.errors import DataError
 from vlm.data.vqa import load_vqa
-from vlm.gold import gold_key_path, write_gold
-from vlm.label_store import LabelStore
-from vlm.metrics import vqa_accuracy
+from vlm.eval.metrics import vqa_accuracy
+from vlm.labels.answers import read_answers
+from vlm.labels.gold import gold_key_path, write_gold
+from vlm.labels.store import LabelStore
 
 
 @dataclass
@@ -39,7 +39,9 @@ class SimulateConfig:
     annotators: int = field(default=3, metadata={"help": "Number of simulated annotators."})
     per_answer: int = field(default=1, metadata={"help": "Annotators who label each answer (<= annotators)."})
     threshold: float = field(default=0.5, metadata={"help": "VQA accuracy at or above which an answer is correct."})
-    seed: int = field(default=0)
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the annotators' draws (each per seed, annotator and answer)."}
+    )
 
 
 def _rng(*key) -> random.Random:

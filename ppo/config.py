@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 
 from trl.experimental.ppo import PPOConfig
 
-from vlm.adaptation import parse_lora
-from vlm.precision import apply_device_defaults
+from vlm.training.stage_config import StageConfig
 
 BEST_METRICS = ("vqa_accuracy", "reward", "rlhf_reward")
 
 
 @dataclass
-class VLMPPOConfig(PPOConfig):
+class VLMPPOConfig(StageConfig, PPOConfig):
     # TRL's names for the starting policy and the reward model; no hub defaults here.
     sft_model_path: str | None = field(default=None, metadata={"help": "Policy to start from (the SFT checkpoint)."})
     reward_model_path: str | None = field(default=None, metadata={"help": "Reward model (`reward train`'s output)."})
@@ -24,8 +23,6 @@ class VLMPPOConfig(PPOConfig):
     reference_model_path: str | None = field(
         default=None, metadata={"help": "Frozen reference (default: a copy of the policy; the base model with LoRA)."}
     )
-    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: where supported)."})
     stop_token: str | None = field(default="eos", metadata={"help": "Answers end at EOS (TRL's stop token)."})
     missing_eos_penalty: float | None = field(default=1.0, metadata={"help": "Subtracted when no EOS was sampled."})
     response_length: int = field(default=8, metadata={"help": "Answer tokens sampled per prompt."})
@@ -41,15 +38,11 @@ class VLMPPOConfig(PPOConfig):
     ground_truth_weight: float = field(
         default=0.0, metadata={"help": "Add w * VQA accuracy of the answer to the RM score where answers are known."}
     )
-    lora: dict | str | None = field(default=None, metadata={"help": "LoRA on the policy's LM (reference = base)."})
     vision_inputs: str = field(
         default="features",
         metadata={"help": "features: cached frozen-tower features; pixels: pixel_values (trainable tower).",
                   "choices": ["features", "pixels"]},
     )  # fmt: skip
-    vision_feature_cache: str = field(
-        default="~/.cache/vlm-rlhf/vision_features", metadata={"help": "Where cached vision features live."}
-    )
     kl_budget: float | None = field(
         default=None, metadata={"help": "KL to the reference the run may spend (reported against; not enforced)."}
     )
@@ -69,13 +62,13 @@ class VLMPPOConfig(PPOConfig):
     resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
 
     def __post_init__(self):
-        apply_device_defaults(self)
-        self.lora = parse_lora(self.lora)
         if self.best_metric not in BEST_METRICS:
             raise ValueError(f"best_metric must be one of {BEST_METRICS}, got {self.best_metric!r}")
         if self.vision_inputs not in ("features", "pixels"):
             raise ValueError(f"vision_inputs must be features or pixels, got {self.vision_inputs!r}")
         if self.num_mini_batches != 1:
-            # TRL's gradient accumulation syncs across minibatch borders and dilutes the per-minibatch stats.
+            # trl 1.12.0's loop (which `VLMPPOTrainer.optimise` follows) runs gradient accumulation across
+            # minibatch borders and dilutes the per-minibatch stats (observed: ratio ~0.5, shared/notes/ppo.md).
+            # Lift this when `optimise` loops over minibatches itself, with a sync at each border.
             raise ValueError("num_mini_batches must be 1 (use gradient_accumulation_steps for smaller micro-batches)")
         super().__post_init__()

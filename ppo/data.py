@@ -1,8 +1,8 @@
 """PPO prompts: VQA questions as left-padded `Q: <image> {question} A:` ids, each row pointing at its image.
 
 Images travel as an index into an image store held by the trainer: the frozen tower's pre-projector features
-(computed once per run, cached on disk by `vlm.feature_bank`), or `pixel_values` when the tower is trained. Every
-model (policy, reference, value, reward) gets the same rows and applies its own projector.
+(computed once per run, cached on disk by `vlm.training.feature_bank`), or `pixel_values` when the tower is
+trained. Every model (policy, reference, value, reward) gets the same rows and applies its own projector.
 
 The rollout order is a function of (seed, update) alone, so a resumed run draws exactly the batches an
 uninterrupted one would, without saving a sampler.
@@ -20,15 +20,16 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from vlm.data.images import load_image
-from vlm.feature_bank import build_feature_bank
-from vlm.generation import vqa_prompt
+from vlm.model.generation import vqa_prompt
+from vlm.training.feature_bank import FeatureBank, image_inputs, shared_feature_bank
 
 
 class ImageStore:
-    """Model inputs for a batch of image indices: `{"vision_features": ...}` or `{"pixel_values": ...}`."""
+    """Model inputs for a batch of image indices: `{"vision_features": ...}` (from a feature bank) or
+    `{"pixel_values": ...}`."""
 
-    def __init__(self, key: str, rows_of_path: dict[str, int], fetch):
-        self.key, self.row_of_path, self._fetch = key, rows_of_path, fetch
+    def __init__(self, key: str, rows_of_path: dict[str, int], fetch, bank: FeatureBank | None = None):
+        self.key, self.row_of_path, self._fetch, self.bank = key, rows_of_path, fetch, bank
 
     def rows(self, paths) -> list[int]:
         return [self.row_of_path[str(p)] for p in paths]
@@ -38,14 +39,13 @@ class ImageStore:
 
     def images(self, paths) -> list:
         """What `VLMProcessor` takes as images for these files: feature rows, or the decoded pictures."""
-        if self.key == "vision_features":
-            return list(self._fetch(self.rows(paths)))
-        return [load_image(p) for p in paths]
+        return image_inputs(paths, bank=self.bank)
 
 
 def feature_store(model, processor, paths, cache_dir: str | Path) -> ImageStore:
-    bank = build_feature_bank(model, processor, paths, Path(cache_dir).expanduser())
-    return ImageStore("vision_features", bank.row_of_path, bank.features)
+    """The frozen tower's features of `paths`, from the on-disk cache (computed by the main process first)."""
+    bank = shared_feature_bank(model, processor, paths, cache_dir)
+    return ImageStore("vision_features", bank.row_of_path, bank.features, bank)
 
 
 def pixel_store(processor, paths, batch_size: int = 256) -> ImageStore:

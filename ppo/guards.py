@@ -3,8 +3,10 @@ that disagree, a negative KL, collapsed answers. Every rank sees the same gather
 
 from __future__ import annotations
 
+from vlm.errors import CommandError
 
-class TrainingStopped(RuntimeError):
+
+class TrainingStopped(CommandError, RuntimeError):
     """A guard fired; the message says which, with the numbers, and names the last good checkpoint."""
 
 

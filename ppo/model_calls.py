@@ -3,7 +3,8 @@
 `{"vision_features": ...}` or `{"pixel_values": ...}` with one row per sequence, and passes it to the model; the
 fusion in `VLMModel` adds the features at the first N `<image>` positions of each row.
 
-TRL's helpers are module functions with fixed signatures and no way to pass extra inputs, hence these.
+TRL's helpers are module functions with fixed signatures and no way to pass extra inputs, hence these (trl 1.10 to
+1.12; TRL's PPO is removed in 1.13, so they stay as long as the stage follows TRL's PPO loop).
 """
 
 from __future__ import annotations

@@ -9,48 +9,35 @@ interrupted run from its newest `checkpoint-*`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from accelerate.utils import gather_object
 from transformers import AutoProcessor, set_seed
 
 from ppo.config import VLMPPOConfig
 from ppo.data import feature_store, pixel_store, prompt_dataset
-from ppo.evaluation import HeldOutEvaluation
 from ppo.guards import TrainingStopped
+from ppo.held_out_eval import HeldOutEvaluation
 from ppo.trainer import VLMPPOTrainer
-from vlm.adaptation import language_model_lora, trainable_parameters
-from vlm.builder import is_vlm_checkpoint, load_vlm
-from vlm.config_parsing import parse_config
+from vlm.config_parsing import parse_config, record_config
 from vlm.data.vqa import load_vqa
-from vlm.feature_bank import vision_fingerprint
 from vlm.io import atomic_write_json
-from vlm.modeling_vlm import VLMForSequenceClassification
+from vlm.model.builder import check_checkpoint, load_vlm
+from vlm.model.modeling_vlm import VLMForSequenceClassification
+from vlm.training.adaptation import language_model_lora, trainable_parameters
+from vlm.training.feature_bank import vision_fingerprint
+from vlm.training.resume import SUMMARY, is_complete
 
 logger = logging.getLogger(__name__)
-SUMMARY = "summary.json"
-
-
-def is_complete(output_dir: str | Path) -> bool:
-    return (Path(output_dir) / SUMMARY).is_file()
-
-
-def _architectures(path: str) -> list[str]:
-    if not is_vlm_checkpoint(path):
-        raise ValueError(f"{path} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
-    return json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
 
 
 def load_scorer(path: str, role: str, policy_processor) -> tuple[VLMForSequenceClassification, object]:
-    """A reward/value model that reads exactly the policy's token ids and image positions, or a clear error."""
-    architectures = _architectures(path)
-    if role == "reward model" and "VLMForSequenceClassification" not in architectures:
-        raise ValueError(f"{path} is a {', '.join(architectures)} checkpoint, not a reward model (`reward train`)")
+    """A reward/value model that reads exactly the policy's token ids and image positions, or a clear error. The
+    value model may start from any VLM checkpoint (its score head is trained by PPO)."""
+    check_checkpoint(path, "reward model" if role == "reward model" else None)
     processor = AutoProcessor.from_pretrained(path)
     mine, theirs = policy_processor.tokenizer, processor.tokenizer
     if mine.get_vocab() != theirs.get_vocab():
@@ -88,8 +75,13 @@ def build_trainer(cfg: VLMPPOConfig, reward_fn=None, trainer_class=VLMPPOTrainer
         raise ValueError("ppo needs --sft_model_path POLICY_CHECKPOINT and --data_dir VQA_FOLDER")
     if cfg.reward_model_path is None and reward_fn is None and cfg.ground_truth_weight == 0:
         raise ValueError("ppo needs --reward_model_path (or a ground_truth_weight > 0 to reward VQA accuracy alone)")
-    if "VLMForCausalLM" not in _architectures(cfg.sft_model_path):
-        raise ValueError(f"{cfg.sft_model_path} is not a policy (VLMForCausalLM) checkpoint")
+    check_checkpoint(cfg.sft_model_path, "policy", "--sft_model_path")  # all checked before anything is loaded
+    if cfg.reward_model_path:
+        check_checkpoint(cfg.reward_model_path, "reward model", "--reward_model_path")
+    if cfg.value_model_path:
+        check_checkpoint(cfg.value_model_path)  # a policy or a reward model: PPO trains its score head
+    if cfg.reference_model_path:
+        check_checkpoint(cfg.reference_model_path, "policy", "--reference_model_path")
     set_seed(cfg.seed)
     policy, processor = load_vlm(cfg.sft_model_path)
     reward_model = None
@@ -117,12 +109,10 @@ def build_trainer(cfg: VLMPPOConfig, reward_fn=None, trainer_class=VLMPPOTrainer
     if cfg.eval_split:
         eval_vqa = load_vqa(cfg.data_dir, cfg.eval_split, None, cfg.eval_limit, require_annotations=True)
     paths = list(vqa["image_path"]) + (list(eval_vqa["image_path"]) if eval_vqa is not None else [])
-    # PPOConfig's `world_size` field hides TrainingArguments' property, so ask accelerate's state instead.
-    with PartialState().main_process_first():  # rank 0 computes the cache, the others read it
-        if cfg.vision_inputs == "features":
-            store = feature_store(policy, processor, paths, cfg.vision_feature_cache)
-        else:
-            store = pixel_store(processor, paths)
+    if cfg.vision_inputs == "features":  # the main process computes the cache, the others read it
+        store = feature_store(policy, processor, paths, cfg.vision_feature_cache)
+    else:
+        store = pixel_store(processor, paths)
     prompts = prompt_dataset(vqa, processor, store)
     evaluator = None
     if eval_vqa is not None and cfg.eval_strategy != "no":
@@ -214,6 +204,7 @@ def train(cfg: VLMPPOConfig) -> Path:
         raise FileExistsError(f"{cfg.output_dir} already holds a finished PPO run ({SUMMARY}); choose another one")
     if not cfg.resume and list(Path(cfg.output_dir).glob("checkpoint-*")):
         raise FileExistsError(f"{cfg.output_dir} holds checkpoints of an earlier run: add --resume, or choose another")
+    record_config(cfg, out=cfg.output_dir)
     return run(build_trainer(cfg))
 
 

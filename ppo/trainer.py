@@ -9,17 +9,16 @@ log-probs, values and scores; the missing-EOS penalty; per-token KL penalty (k1 
 the last token; optional reward whitening; GAE; whitened advantages; `num_ppo_epochs` shuffled passes with the
 clipped policy and value losses; TRL's metric names. What it adds: the image of each row travels with it
 (`image_idx` into the trainer's image store, sliced with every minibatch), an optional ground-truth bonus, guards,
-checkpoints that resume (`accelerator.save_state`), held-out evaluation and the best checkpoint.
+checkpoints that resume (`accelerator.save_state`; on disk: ppo/checkpoints.py), held-out evaluation and the best
+checkpoint.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
 import os
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,18 +34,18 @@ from trl.experimental.utils import first_true_indices
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import selective_log_softmax
 
+from ppo import checkpoints
 from ppo.config import VLMPPOConfig
 from ppo.data import ImageStore, RolloutOrder, left_pad
 from ppo.guards import TrainingStopped, collapse_problem, kl_problem, ratio_problem
 from ppo.model_calls import forward, generate_responses, last_token_score, scalar_head, slice_images
-from vlm.metrics import vqa_accuracy
+from vlm.eval.metrics import vqa_accuracy
 
 logger = logging.getLogger(__name__)
-STATE = "ppo_state.json"
 
 
 def decode_answers(tokenizer, responses: torch.Tensor) -> list[str]:
-    """Answer texts as users read them: up to EOS/pad, first line, stripped (as `vlm.generation` cuts them)."""
+    """Answer texts as users read them: up to EOS/pad, first line, stripped (as `vlm.model.generation` cuts them)."""
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     return [t.split("\n")[0].strip() for t in texts]
 
@@ -71,16 +70,22 @@ class VLMPPOTrainer(PPOTrainer):
         if reward_model is None and reward_fn is None:
             raise ValueError("PPO needs a reward model or a reward function")
         tokenizer = processor.tokenizer
-        # TRL reads `processing_class.eos_token_id` for stop_token="eos"; a processor has none, so pass the id.
+        # Workaround, trl 1.12.0: for stop_token="eos" `PPOTrainer.__init__` reads `processing_class.eos_token_id`
+        # (ppo_trainer.py:395), which a ProcessorMixin lacks (the same gap in SFT: trl#3822), so pass the id.
+        # TRL's PPO is frozen at 1.12 (removed in 1.13; pyproject pins <1.13) and will get no fix: this and the two
+        # workarounds below go when ppo/ stops subclassing trl.experimental.ppo.PPOTrainer.
         args.stop_token, args.stop_token_id = None, tokenizer.eos_token_id
         if args.bf16 and "ACCELERATE_MIXED_PRECISION" not in os.environ:
-            os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"  # TRL's Accelerator reads the launcher's setting only
+            # Workaround, trl 1.12.0: its private `Accelerator(gradient_accumulation_steps=...)` (ppo_trainer.py:460)
+            # never sees `args.bf16`; mixed precision comes from the launcher's setting only (TRL's answer in trl#527).
+            os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
         super().__init__(
             args=args,
             processing_class=processor,
             model=model,
             ref_model=ref_model,
-            # TRL moves the reward model to the device; a rule reward has none, so an empty module stands in.
+            # Workaround, trl 1.12.0: `__init__` disables dropout in, prepares and moves the reward model
+            # (ppo_trainer.py:489, 555, 568) and fails on None; a rule reward has no model, so an empty one stands in.
             reward_model=reward_model if reward_model is not None else torch.nn.Module(),
             train_dataset=prompts,
             value_model=value_model,
@@ -306,51 +311,29 @@ class VLMPPOTrainer(PPOTrainer):
             m["objective/vqa_accuracy"] = mean(batch["vqa_accuracy"].mean())
         return m
 
-    # ----- checkpoints, evaluation, samples --------------------------------------------------------------------
+    # ----- checkpoints (ppo/checkpoints.py), evaluation, samples ------------------------------------------------
     def checkpoint_dirs(self) -> list[Path]:
-        out = Path(self.args.output_dir)
-        found = [p for p in out.glob("checkpoint-*") if (p / STATE).is_file()]
-        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+        return checkpoints.complete_checkpoints(self.args.output_dir)
 
     def save_checkpoint(self) -> Path:
-        """Policy + value + optimizer + scheduler + RNG (accelerate's state) and the loop's own state; written to a
-        temporary folder and renamed, so a run killed while saving keeps its previous checkpoint."""
-        acc, step = self.accelerator, self.state.global_step
-        final = Path(self.args.output_dir) / f"checkpoint-{step}"
-        tmp = final.with_name(f".tmp-checkpoint-{step}")
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        if acc.is_main_process:
-            state = {
-                "global_step": step, "episode": self.state.episode, "log_history": self.state.log_history,
-                "best": self.best, "start_length": self.start_length, "world_size": acc.num_processes,
-            }  # fmt: skip
-            (tmp / STATE).write_text(json.dumps(state, indent=1))
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            keep = self.args.save_total_limit
-            if keep:
-                for old in self.checkpoint_dirs()[:-keep]:
-                    shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-        return final
+        """Policy + value + optimizer + scheduler + RNG (accelerate's state) and the loop's own state."""
+        acc = self.accelerator
+        state = {
+            "global_step": self.state.global_step, "episode": self.state.episode,
+            "log_history": self.state.log_history, "best": self.best, "start_length": self.start_length,
+            "world_size": acc.num_processes,
+        }  # fmt: skip
+        return checkpoints.save_checkpoint(
+            acc, self.args.output_dir, self.state.global_step, state, self.args.save_total_limit
+        )
 
     def resume(self) -> int:
         """Load the newest checkpoint; returns the update to continue from (0 when there is none)."""
-        found = self.checkpoint_dirs()
-        if not found:
+        found = checkpoints.load_latest_checkpoint(self.accelerator, self.args.output_dir)
+        if found is None:
             logger.info("no checkpoint in %s: starting from the beginning", self.args.output_dir)
             return 0
-        last = found[-1]
-        state = json.loads((last / STATE).read_text())
-        if state["world_size"] != self.accelerator.num_processes:
-            raise ValueError(
-                f"{last} was written by {state['world_size']} process(es); resume it with as many "
-                f"(got {self.accelerator.num_processes}), or the data order would change"
-            )
-        self.accelerator.load_state(str(last))
+        last, state = found
         self.state.global_step, self.state.episode = state["global_step"], state["episode"]
         self.state.log_history = state["log_history"]
         self.best, self.start_length = state["best"], state["start_length"]
@@ -365,32 +348,14 @@ class VLMPPOTrainer(PPOTrainer):
         metrics = self.evaluator(self)
         self.model.train()
         self.log({f"eval/{k}": v for k, v in metrics.items()})
-        if self.accelerator.is_main_process:
-            better = self.best is None or metrics[self.args.best_metric] > self.best["metrics"][self.args.best_metric]
-            if better:
-                self.best = {"step": self.state.global_step, "metrics": metrics}
-        self.best = gather_object([self.best])[0]  # rank 0 decides, every rank records the same
-        if self.best["step"] == self.state.global_step:
-            self.save_policy(Path(self.args.output_dir) / "best")
+        step = self.state.global_step
+        self.best = checkpoints.update_best(self.accelerator, self.best, metrics, self.args.best_metric, step)
+        if self.best["step"] == step:
+            self.save_policy(Path(self.args.output_dir) / checkpoints.BEST)
         return metrics
 
     def save_policy(self, out: Path, replace: bool = True) -> None:
-        """The policy alone in HF format (a LoRA adapter folded in on a copy), with its processor. `replace`:
-        written beside and renamed over `out`, so a reader never sees half of it."""
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            policy = self.policy()
-            if hasattr(policy, "peft_config"):
-                policy = copy.deepcopy(policy).merge_and_unload()
-            target = out.with_name(f".tmp-{out.name}") if replace else out
-            if replace:
-                shutil.rmtree(target, ignore_errors=True)
-            policy.save_pretrained(target)
-            self.processing_class.save_pretrained(target)
-            if replace:
-                shutil.rmtree(out, ignore_errors=True)
-                target.rename(out)
-        self.accelerator.wait_for_everyone()
+        checkpoints.save_policy(self.accelerator, self.policy(), self.processing_class, out, replace)
 
     def log_samples(self, batch: dict) -> list[dict]:
         """Every rollout of the update, gathered from all ranks: image, question, answer and its rewards; appended

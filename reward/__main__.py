@@ -1,10 +1,9 @@
 """`python -m reward {train,score} ...` / `accelerate launch -m reward train --config configs/<setup>/reward.yaml`."""
 
-import logging
 import sys
 
 from reward.cli import main
+from vlm.errors import run_entry
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    sys.exit(run_entry("reward", main))

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from vlm.adaptation import parse_lora
-from vlm.precision import apply_device_defaults
+from vlm.training.stage_config import TrainedPartsConfig
 
 OBJECTIVES = ("pointwise", "pairwise")
 WEIGHTINGS = ("agreement", "none")
@@ -17,12 +16,9 @@ GOLD_FILTERS = ("drop", "weight")
 
 
 @dataclass
-class RewardConfig(TrainingArguments):
-    # TrainingArguments defaults changed: the collator needs the image reference columns, bf16 is decided per
-    # device, and runs log to TensorBoard.
+class RewardConfig(TrainedPartsConfig, TrainingArguments):
+    # TrainingArguments default changed: the collator needs the image reference columns.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the columns the collator needs."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: where supported)."})
-    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
 
     init_from: str | None = field(default=None, metadata={"help": "SFT checkpoint whose backbone the RM starts from."})
     label_store: str | None = field(default=None, metadata={"help": "Label store folder (`label pull/simulate`)."})
@@ -64,22 +60,8 @@ class RewardConfig(TrainingArguments):
     truth_threshold: float = field(
         default=0.5, metadata={"help": "VQA accuracy at which a simulated row's answer is truly correct."}
     )
-    freeze_vision: bool | None = field(default=None, metadata={"help": "Override the checkpoint's freeze flag."})
-    freeze_projector: bool | None = field(default=None, metadata={"help": "Override the checkpoint's freeze flag."})
-    freeze_language_model: bool | None = field(default=None, metadata={"help": "Override the checkpoint's flag."})
-    lora: dict | str | None = field(
-        default=None, metadata={"help": "LoRA on the language model: {r, alpha, dropout, target_modules}."}
-    )
-    cache_vision_features: bool = field(
-        default=False, metadata={"help": "Precompute the frozen tower's features once and train without it."}
-    )
-    vision_feature_cache: str = field(
-        default="~/.cache/vlm-rlhf/vision_features", metadata={"help": "Where cached vision features live."}
-    )
 
     def __post_init__(self):
-        apply_device_defaults(self)
-        self.lora = parse_lora(self.lora)
         for name, value, allowed in (
             ("objective", self.objective, OBJECTIVES),
             ("weighting", self.weighting, WEIGHTINGS),
@@ -92,6 +74,4 @@ class RewardConfig(TrainingArguments):
             raise ValueError("min_gold_accuracy needs the gold key: --gold <answers>.gold.jsonl")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
-        if self.cache_vision_features and self.freeze_vision is False:
-            raise ValueError("cache_vision_features needs a frozen vision tower; drop freeze_vision: false")
         super().__post_init__()

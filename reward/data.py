@@ -1,7 +1,7 @@
 """Reward-model examples from the label store: one per labelled answer (pointwise) or per (correct, incorrect)
 pair of answers to one image and question (pairwise), split by image so no image is on both sides.
 
-Each answer's label is its annotators' majority verdict (`vlm.label_store.aggregate_verdicts`); `unsure` answers
+Each answer's label is its annotators' majority verdict (`vlm.labels.store.aggregate_verdicts`); `unsure` answers
 (majority unsure, or a tie) are not trained on. With `weighting: agreement` an answer weighs the share of its
 annotators in the majority (3 of 3: 1.0, 2 of 3: 0.67), so conflicting labels count less; `min_agreement` drops
 them instead. Simulated rows carry the answer's VQA accuracy, from which the true correctness is kept for
@@ -18,8 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from vlm.data.errors import DataError
-from vlm.gold import annotator_quality, read_gold
-from vlm.label_store import LabelStore, aggregate_verdicts
+from vlm.labels.gold import annotator_quality, read_gold
+from vlm.labels.store import LabelStore, aggregate_verdicts
 
 logger = logging.getLogger(__name__)
 

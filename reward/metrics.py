@@ -14,7 +14,7 @@ from vlm.io import atomic_write_bytes
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     """Σ_bins |bin| / n · |mean(y) - mean(p)| over equal-width probability bins. Written out because scikit-learn
-    has the reliability curve but no ECE."""
+    (1.9.1) has the reliability curve (`calibration_curve`) but no ECE; use sklearn's if it gains one."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
     error = 0.0

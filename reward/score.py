@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.answers import read_answers, write_answers
 from vlm.config_parsing import parse_config
-from vlm.reward_scoring import load_reward_model, score_records
+from vlm.labels.answers import read_answers, write_answers
+from vlm.model.reward_scoring import load_reward_model, score_records
 
 
 @dataclass
@@ -18,14 +18,14 @@ class ScoreConfig:
     model: str | None = field(default=None, metadata={"help": "Reward model checkpoint (`reward train`'s output)."})
     answers: str | None = field(default=None, metadata={"help": "answers.jsonl to score."})
     out: str | None = field(default=None, metadata={"help": "Where to write (default: rewrite --answers)."})
-    batch_size: int = field(default=32)
+    batch_size: int = field(default=32, metadata={"help": "Answers scored per reward-model forward."})
 
 
 def score(cfg: ScoreConfig) -> dict:
     if not cfg.model or not cfg.answers:
         raise ValueError("reward score needs --model REWARD_MODEL and --answers answers.jsonl")
     records = read_answers(cfg.answers)
-    model, processor = load_reward_model(cfg.model)
+    model, processor = load_reward_model(cfg.model, "--model")
     score_records(model, processor, records, str(Path(cfg.model).resolve()), cfg.batch_size, cfg.answers)
     out = write_answers(cfg.out or cfg.answers, records)
     rewards = [r["reward"] for r in records]

@@ -22,26 +22,20 @@ from reward.config import RewardConfig
 from reward.data import answer_pairs, check_trainable, labelled_answers
 from reward.metrics import binary_metrics, reliability_diagram
 from reward.trainer import RewardCollator, RewardModelTrainer
-from vlm.adaptation import apply_freeze_overrides, language_model_lora, trainable_parameters
-from vlm.builder import is_vlm_checkpoint
-from vlm.config_parsing import parse_config
-from vlm.data.images import load_image
-from vlm.feature_bank import build_feature_bank
+from vlm.config_parsing import parse_config, record_config
 from vlm.io import atomic_write_json
-from vlm.modeling_vlm import VLMForSequenceClassification
-from vlm.reward_scoring import score_answers
-from vlm.training import run_facts, save_final, train_resumably
+from vlm.model.builder import check_checkpoint
+from vlm.model.modeling_vlm import VLMForSequenceClassification
+from vlm.model.reward_scoring import score_answers
+from vlm.training.adaptation import apply_freeze_overrides, language_model_lora, trainable_parameters
+from vlm.training.feature_bank import image_inputs, shared_feature_bank
+from vlm.training.resume import SUMMARY, is_complete, run_facts, save_final, train_resumably
 
 logger = logging.getLogger(__name__)
-SUMMARY = "summary.json"
 RELIABILITY = "reliability.png"
 
 
-def is_complete(output_dir: str | Path) -> bool:
-    return (Path(output_dir) / SUMMARY).is_file()
-
-
-def _datasets(cfg: RewardConfig, rows: list[dict], bank):
+def _datasets(cfg: RewardConfig, rows: list[dict]):
     train_rows = [r for r in rows if r["side"] == "train"]
     if cfg.objective == "pairwise":
         train_rows = answer_pairs(train_rows, cfg.seed)
@@ -50,17 +44,13 @@ def _datasets(cfg: RewardConfig, rows: list[dict], bank):
                 "pairwise: no image and question in the training labels has both a correct and an "
                 "incorrect answer; sample more answers per question or use objective: pointwise"
             )
-    train = Dataset.from_list(train_rows)
-    if bank is not None:
-        train = train.add_column("image_row", bank.rows(list(train["image"])))
-    return train
+    return Dataset.from_list(train_rows)
 
 
 def build_trainer(cfg: RewardConfig) -> tuple[RewardModelTrainer, list[dict], dict]:
     if not cfg.init_from or not cfg.label_store:
         raise ValueError("reward train needs --init_from SFT_CHECKPOINT and --label_store LABELS_FOLDER")
-    if not is_vlm_checkpoint(cfg.init_from):
-        raise ValueError(f"{cfg.init_from} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
+    check_checkpoint(cfg.init_from)  # a policy (the usual start) or a reward model: its backbone is what is used
     set_seed(cfg.seed)
     rows = check_trainable(labelled_answers(cfg.label_store, cfg), cfg, cfg.label_store)
     model = VLMForSequenceClassification.from_pretrained(cfg.init_from)
@@ -68,11 +58,8 @@ def build_trainer(cfg: RewardConfig) -> tuple[RewardModelTrainer, list[dict], di
     apply_freeze_overrides(model, cfg.freeze_vision, cfg.freeze_projector, cfg.freeze_language_model)
     bank = None
     if cfg.cache_vision_features:
-        with cfg.main_process_first(desc="vision feature cache"):
-            bank = build_feature_bank(
-                model, processor, sorted({r["image"] for r in rows}), Path(cfg.vision_feature_cache).expanduser()
-            )
-    train = _datasets(cfg, rows, bank)
+        bank = shared_feature_bank(model, processor, sorted({r["image"] for r in rows}), cfg.vision_feature_cache)
+    train = _datasets(cfg, rows)
     labels = [r["label"] for r in rows if r["side"] == "train"]
     positives, negatives = sum(labels), len(labels) - sum(labels)
     pos_weight = negatives / positives if cfg.class_balance == "weight" and cfg.objective == "pointwise" else None
@@ -104,10 +91,7 @@ def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig, ban
     """Score the held-out answers (images never trained on) and measure them against their labels, against the
     true correctness where known, and as pairs. With a feature bank the tower is not run again."""
     held_out = [r for r in rows if r["side"] == "eval"]
-    if bank is not None:
-        images = list(bank.features(bank.rows([r["image"] for r in held_out])))
-    else:
-        images = [load_image(r["image"], f"answer {r['answer_id']}") for r in held_out]
+    images = image_inputs([r["image"] for r in held_out], (f"answer {r['answer_id']}" for r in held_out), bank)
     model.eval()
     logits = score_answers(
         model, processor, images, [r["question"] for r in held_out], [r["answer"] for r in held_out],
@@ -134,6 +118,7 @@ def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig, ban
 def train(cfg: RewardConfig) -> Path:
     if is_complete(cfg.output_dir):
         raise FileExistsError(f"{cfg.output_dir} already holds a finished reward model ({SUMMARY}); choose another")
+    record_config(cfg, out=cfg.output_dir)
     started = time.time()
     trainer, rows, balance = build_trainer(cfg)
     out = Path(cfg.output_dir)

@@ -12,28 +12,22 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from vlm.data.images import load_image
-from vlm.feature_bank import FeatureBank
-from vlm.reward_scoring import reward_inputs
+from vlm.model.reward_scoring import reward_inputs
+from vlm.training.feature_bank import FeatureBank, image_inputs
 
 
 class RewardCollator:
     """Rows → model inputs. Pointwise rows: image, question, answer, label, weight. Pairwise rows: image, question,
     chosen, rejected, weight; the batch holds all chosen texts, then all rejected ones. An image comes from a
-    `FeatureBank` (cached features, by `image_row`) or is decoded from its path."""
+    `FeatureBank` (cached features) or is decoded from its path."""
 
     def __init__(self, processor, objective: str, bank: FeatureBank | None = None):
         self.processor = processor
         self.objective = objective
         self.bank = bank
 
-    def _images(self, rows: list[dict]) -> list:
-        if self.bank is not None:
-            return list(self.bank.features([r["image_row"] for r in rows]))
-        return [load_image(r["image"], f"question {r['question']!r}") for r in rows]
-
     def __call__(self, rows: list[dict]) -> dict:
-        images = self._images(rows)
+        images = image_inputs([r["image"] for r in rows], (f"question {r['question']!r}" for r in rows), self.bank)
         questions = [r["question"] for r in rows]
         weights = torch.tensor([float(r["weight"]) for r in rows])
         if self.objective == "pairwise":

@@ -1,5 +1,5 @@
-"""`VQASFTConfig`: TRL's `SFTConfig` plus what answer-only VQA SFT needs (data, starting checkpoint, freezing,
-LoRA, cached vision features). Parsed from YAML with `--key value` overrides."""
+"""`VQASFTConfig`: TRL's `SFTConfig` plus what answer-only VQA SFT needs (data, starting checkpoint; freezing,
+LoRA and cached vision features come with `TrainedPartsConfig`). Parsed from YAML with `--key value` overrides."""
 
 from __future__ import annotations
 
@@ -7,19 +7,17 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from vlm.adaptation import parse_lora
-from vlm.precision import apply_device_defaults
+from vlm.training.stage_config import TrainedPartsConfig
 
 ANSWER_MODES = ("multiple_choice", "sample")
 
 
 @dataclass
-class VQASFTConfig(SFTConfig):
+class VQASFTConfig(TrainedPartsConfig, SFTConfig):
     # SFTConfig defaults changed for VQA rows: the batch transform needs the image reference columns, and a
     # truncated prompt would cut `<image>` tokens away from their features.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image columns the rows need."})
     max_length: int | None = field(default=None, metadata={"help": "Truncate longer sequences (none: never)."})
-    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
     completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the answer and EOS only."})
 
     init_from: str | None = field(default=None, metadata={"help": "VLM checkpoint to start from (init-model's)."})
@@ -37,28 +35,8 @@ class VQASFTConfig(SFTConfig):
             "choices": list(ANSWER_MODES),
         },
     )
-    freeze_vision: bool | None = field(default=None, metadata={"help": "Override the checkpoint's freeze flag."})
-    freeze_projector: bool | None = field(default=None, metadata={"help": "Override the checkpoint's freeze flag."})
-    freeze_language_model: bool | None = field(
-        default=None, metadata={"help": "Override the checkpoint's freeze flag (true: LLaVA's projector-only step)."}
-    )
-    lora: dict | str | None = field(
-        default=None,
-        metadata={"help": "LoRA on the language model: {r, alpha, dropout, target_modules} (YAML or JSON)."},
-    )
-    cache_vision_features: bool = field(
-        default=False,
-        metadata={"help": "Precompute the frozen tower's features once and train without running it."},
-    )
-    vision_feature_cache: str = field(
-        default="~/.cache/vlm-rlhf/vision_features", metadata={"help": "Where cached vision features live."}
-    )
 
     def __post_init__(self):
-        apply_device_defaults(self)  # SFTConfig would turn bf16 on everywhere, which CPU-only machines refuse
-        self.lora = parse_lora(self.lora)
         if self.answer not in ANSWER_MODES:
             raise ValueError(f"answer must be one of {ANSWER_MODES}, got {self.answer!r}")
-        if self.cache_vision_features and self.freeze_vision is False:
-            raise ValueError("cache_vision_features needs a frozen vision tower; drop freeze_vision: false")
         super().__post_init__()

@@ -1,7 +1,7 @@
 """VQA questions as TRL prompt-completion rows, with the image attached per batch (decoded, or cached features).
 
-Rows keep only a reference to their image (`image_path`, and `image_row` into a `FeatureBank` when features are
-cached); `AttachImages`, a `Dataset.with_transform` hook, adds `images` when a batch is read, so neither pixels
+Rows keep only a reference to their image (`image_path`, found in a `FeatureBank` when features are cached);
+`AttachImages`, a `Dataset.with_transform` hook, adds `images` when a batch is read, so neither pixels
 nor features are copied into the dataset. TRL's vision collator then builds the batch unchanged.
 """
 
@@ -11,10 +11,9 @@ import random
 
 from datasets import Dataset
 
-from vlm.data.images import load_image
-from vlm.feature_bank import FeatureBank
-from vlm.generation import vqa_prompt
-from vlm.metrics import normalize_answer
+from vlm.eval.metrics import normalize_answer
+from vlm.model.generation import vqa_prompt
+from vlm.training.feature_bank import FeatureBank, image_inputs
 
 
 def vqa_sft_rows(vqa: Dataset, eos_token: str) -> Dataset:
@@ -45,12 +44,8 @@ class AttachImages:
         self.rng = random.Random(seed)
 
     def __call__(self, batch: dict) -> dict:
-        if self.bank is not None:
-            images = [[f] for f in self.bank.features(batch["image_row"])]
-        else:
-            images = [
-                [load_image(path, f"question_id {qid}")] for path, qid in zip(batch["image_path"], batch["question_id"])
-            ]
+        records = (f"question_id {qid}" for qid in batch["question_id"])
+        images = [[image] for image in image_inputs(batch["image_path"], records, self.bank)]
         completions = batch["completion"]
         if self.sample_answers:
             completions = [f" {self.rng.choice(answers)}{self.eos_token}" for answers in batch["human_answers"]]
@@ -63,6 +58,4 @@ class AttachImages:
 
 
 def with_images(rows: Dataset, attach: AttachImages) -> Dataset:
-    if attach.bank is not None:
-        rows = rows.add_column("image_row", attach.bank.rows(list(rows["image_path"])))
     return rows.with_transform(attach)

@@ -2,7 +2,8 @@
 `accelerate launch -m sft.instruct --config configs/<setup>/instruct.yaml`).
 
 LLaVA-1.5's second stage: vision tower frozen, projector + LM trained on multi-turn conversations, loss on the
-answers only. TRL 1.12 refuses `assistant_only_loss` for image data, so each answer is its own prompt-completion row
+answers only. TRL 1.12 refuses `assistant_only_loss` for image data (open request: trl#3751; this split can go when
+it is supported), so each answer is its own prompt-completion row
 (the whole history as prompt) and TRL's completion-only loss trains it once, in LLaVA's context. Rows are rendered
 by the processor's Vicuna-v1 chat template (added to a start checkpoint that has none, and saved with the result);
 TRL's vision collator, its default chunked loss (which calls the backbone, where the image is fused) and the
@@ -21,21 +22,17 @@ from trl import SFTTrainer
 
 from sft.instruct_config import InstructConfig
 from sft.instruct_data import instruct_rows, with_conversation_images
-from sft.setup import load_start, sft_trainer, shared_feature_bank
-from vlm.adaptation import trainable_parameters
-from vlm.chat_template import ensure_chat_template
-from vlm.config_parsing import parse_config
+from sft.trainer_setup import load_start, sft_trainer
+from vlm.config_parsing import parse_config, record_config
 from vlm.data.errors import DataError
 from vlm.io import atomic_write_json
-from vlm.training import run_facts, save_final, train_resumably
+from vlm.model.chat_template import ensure_chat_template
+from vlm.training.adaptation import trainable_parameters
+from vlm.training.feature_bank import shared_feature_bank
+from vlm.training.resume import SUMMARY, is_complete, run_facts, save_final, train_resumably
 
 logger = logging.getLogger(__name__)
-SUMMARY = "summary.json"
 START_EVAL = "start_eval.json"
-
-
-def is_complete(output_dir: str | Path) -> bool:
-    return (Path(output_dir) / SUMMARY).is_file()
 
 
 def _datasets(cfg: InstructConfig, model, processor):
@@ -50,7 +47,7 @@ def _datasets(cfg: InstructConfig, model, processor):
     bank = None
     if cfg.cache_vision_features:
         paths = [p for rows in (train, evaluation) if rows is not None for p in rows["image_path"] if p]
-        bank = shared_feature_bank(cfg, model, processor, paths)
+        bank = shared_feature_bank(model, processor, paths, cfg.vision_feature_cache)
     train = with_conversation_images(train, bank)
     evaluation = with_conversation_images(evaluation, bank) if evaluation is not None else None
     return train, evaluation, {"train": train_facts, "eval": eval_facts}
@@ -81,6 +78,7 @@ def train(cfg: InstructConfig, built: tuple[SFTTrainer, dict] | None = None) -> 
     template and `summary.json`. `built`: a `build_trainer(cfg)` result to use (tests add callbacks to it)."""
     if is_complete(cfg.output_dir):
         raise FileExistsError(f"{cfg.output_dir} already holds a finished instruct run ({SUMMARY}); choose another")
+    record_config(cfg, out=cfg.output_dir)
     trainer, facts = built or build_trainer(cfg)
     out = Path(cfg.output_dir)
     started = time.time()
@@ -133,5 +131,6 @@ def main(argv=None) -> Path:
 if __name__ == "__main__":
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    from vlm.errors import run_entry
+
+    sys.exit(run_entry("sft.instruct", main))

@@ -7,15 +7,13 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from vlm.adaptation import parse_lora
-from vlm.precision import apply_device_defaults
+from vlm.training.stage_config import TrainedPartsConfig
 
 
 @dataclass
-class InstructConfig(SFTConfig):
-    # SFTConfig fields whose defaults change (see VQASFTConfig for the first four).
+class InstructConfig(TrainedPartsConfig, SFTConfig):
+    # SFTConfig fields whose defaults change (see VQASFTConfig for the first three).
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image columns the rows need."})
-    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Logging integrations."})
     completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on each row's answer + EOS."})
     max_length: int | None = field(
         default=1024, metadata={"help": "Longest row (image tokens counted); longer turns are dropped, not cut."}
@@ -38,28 +36,16 @@ class InstructConfig(SFTConfig):
     freeze_vision: bool = field(default=True, metadata={"help": "LLaVA keeps CLIP frozen."})
     freeze_projector: bool = field(default=False, metadata={"help": "LLaVA stage 2 trains the projector."})
     freeze_language_model: bool = field(default=False, metadata={"help": "LLaVA stage 2 trains the LM."})
-    lora: dict | str | None = field(
-        default=None,
-        metadata={"help": "LoRA on the language model: {r, alpha, dropout, target_modules} (YAML or JSON)."},
-    )
-    cache_vision_features: bool = field(
-        default=False, metadata={"help": "Precompute the frozen tower's features once and train without it."}
-    )
-    vision_feature_cache: str = field(
-        default="~/.cache/vlm-rlhf/vision_features", metadata={"help": "Where cached vision features live."}
-    )
 
     def __post_init__(self):
         if self.assistant_only_loss:
-            # TRL 1.12 refuses it for vision data (SFTTrainer.__init__); the rows already give the same loss.
+            # trl 1.12.0's SFTTrainer.__init__ raises "Assistant-only loss is not yet supported for vision datasets"
+            # (sft_trainer.py:1052; the open request is trl#3751). The rows already give the same loss. When TRL
+            # supports it, this check and the one-row-per-answer split (sft/instruct_data.py) can go.
             raise ValueError(
                 "assistant_only_loss: true is not supported for image conversations by TRL 1.12; instruct already "
                 "trains only the answers (one prompt-completion row per answer, completion_only_loss); remove it"
             )
         if self.completion_only_loss is False:
             raise ValueError("completion_only_loss: false would train the system and user turns; remove it")
-        apply_device_defaults(self)
-        self.lora = parse_lora(self.lora)
-        if self.cache_vision_features and not self.freeze_vision:
-            raise ValueError("cache_vision_features needs a frozen vision tower; drop freeze_vision: false")
         super().__post_init__()

@@ -12,9 +12,8 @@ import logging
 
 from datasets import Dataset
 
-from vlm.data.images import load_image
 from vlm.data.llava import conversation_rows, load_llava_instruct
-from vlm.feature_bank import FeatureBank
+from vlm.training.feature_bank import FeatureBank, image_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +63,8 @@ class AttachConversationImages:
 
     def __call__(self, batch: dict) -> dict:
         with_image = [k for k, path in enumerate(batch["image_path"]) if path]
-        if self.bank is not None:
-            loaded = iter(self.bank.features([batch["image_row"][k] for k in with_image]) if with_image else [])
-        else:
-            loaded = iter(load_image(batch["image_path"][k], f"conversation {batch['id'][k]}") for k in with_image)
+        records = (f"conversation {batch['id'][k]}" for k in with_image)
+        loaded = iter(image_inputs([batch["image_path"][k] for k in with_image], records, self.bank))
         images = [[next(loaded)] if path else [] for path in batch["image_path"]]
         return {
             "id": batch["id"],
@@ -79,9 +76,4 @@ class AttachConversationImages:
 
 
 def with_conversation_images(rows: Dataset, bank: FeatureBank | None) -> Dataset:
-    if bank is not None:
-        paths = rows["image_path"]
-        unique = sorted({p for p in paths if p})
-        known = dict(zip(unique, bank.rows(unique)))
-        rows = rows.add_column("image_row", [known.get(p, -1) for p in paths])
     return rows.with_transform(AttachConversationImages(bank))

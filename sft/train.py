@@ -16,19 +16,15 @@ from trl import SFTTrainer
 
 from sft.config import VQASFTConfig
 from sft.data import AttachImages, vqa_sft_rows, with_images
-from sft.setup import load_start, sft_trainer, shared_feature_bank
-from vlm.adaptation import trainable_parameters
-from vlm.config_parsing import parse_config
+from sft.trainer_setup import load_start, sft_trainer
+from vlm.config_parsing import parse_config, record_config
 from vlm.data.vqa import load_vqa
 from vlm.io import atomic_write_json
-from vlm.training import run_facts, save_final, train_resumably
+from vlm.training.adaptation import trainable_parameters
+from vlm.training.feature_bank import shared_feature_bank
+from vlm.training.resume import SUMMARY, is_complete, run_facts, save_final, train_resumably
 
 logger = logging.getLogger(__name__)
-SUMMARY = "summary.json"
-
-
-def is_complete(output_dir: str | Path) -> bool:
-    return (Path(output_dir) / SUMMARY).is_file()
 
 
 def _datasets(cfg: VQASFTConfig, model, processor):
@@ -40,7 +36,7 @@ def _datasets(cfg: VQASFTConfig, model, processor):
     bank = None
     if cfg.cache_vision_features:
         paths = list(train_vqa["image_path"]) + (list(eval_vqa["image_path"]) if eval_vqa is not None else [])
-        bank = shared_feature_bank(cfg, model, processor, paths)
+        bank = shared_feature_bank(model, processor, paths, cfg.vision_feature_cache)
     attach = AttachImages(eos, bank, sample_answers=cfg.answer == "sample", seed=cfg.seed)
     train = with_images(vqa_sft_rows(train_vqa, eos), attach)
     evaluation = with_images(vqa_sft_rows(eval_vqa, eos), attach) if eval_vqa is not None else None
@@ -61,6 +57,7 @@ def build_trainer(cfg: VQASFTConfig) -> SFTTrainer:
 def train(cfg: VQASFTConfig) -> Path:
     if is_complete(cfg.output_dir):
         raise FileExistsError(f"{cfg.output_dir} already holds a finished SFT run ({SUMMARY}); choose another one")
+    record_config(cfg, out=cfg.output_dir)
     return run_training(build_trainer(cfg), cfg)
 
 

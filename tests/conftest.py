@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import vlm  # noqa: F401  (registers the Auto classes)
-from vlm.builder import load_vlm, save_vlm
-from vlm.data.synthetic import SynthConfig, write_synthetic_dataset
-from vlm.presets import TinyPreset, build_tiny_vlm
+from vlm.model.builder import load_vlm, save_vlm
+from vlm.synthetic.dataset import SynthConfig, write_synthetic_dataset
+from vlm.synthetic.presets import TinyPreset, build_tiny_vlm
 
 # Small enough to build in ~1 s, same shapes as the demo model.
 TEST_PRESET = TinyPreset(corpus_scenes=400, text_layers=2, vision_layers=2)
@@ -19,6 +19,21 @@ def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model, processor = build_tiny_vlm(TEST_PRESET)
     return save_vlm(model, processor, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def reward_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """A reward model in real HF format: the tiny VLM's backbone with a seeded scalar head."""
+    from transformers import AutoProcessor
+
+    from vlm.model.modeling_vlm import VLMForSequenceClassification
+
+    torch.manual_seed(1)
+    model = VLMForSequenceClassification.from_pretrained(tiny_checkpoint)
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    model.save_pretrained(out)
+    AutoProcessor.from_pretrained(tiny_checkpoint).save_pretrained(out)
+    return out
 
 
 @pytest.fixture

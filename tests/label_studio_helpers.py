@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from labeling.server import LabelStudioServer, copy_state_dir
+from labeling.label_studio_server import LabelStudioServer, copy_state_dir
 
 ANNOTATORS = {"ann1@example.com": "ann1-password-1", "ann2@example.com": "ann2-password-2"}
 

@@ -1,7 +1,13 @@
 """Annotators as people work: a real headless Chromium logs in to a real Label Studio, reads the instructions,
 waits for the image, presses the hotkeys, types a correction and submits; `label pull` then holds those verdicts.
 
+Two annotators log in through Label Studio's login page, the first sees the project's instructions, each opens a
+pushed task, waits until its image has actually rendered (local-files serving), presses `1`, `3`, or `2` and types a
+correction, and submits; `label pull` then holds exactly those verdicts with their annotators. Screenshots of the
+instructions and of the labeling view are kept in `test-artifacts/`.
+
 Chromium comes from Debian (`make test` installs it); Playwright drives it, never downloading a browser of its own.
+Without Chromium the test fails saying how to install it; it is never skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from label_studio_sdk import LabelStudio
 from labeling.generate import GenerateConfig, generate
 from labeling.pull import PullConfig, pull
 from labeling.push import PushConfig, push
-from vlm.label_store import LabelStore
+from vlm.labels.store import LabelStore
 
 CHROMIUM = Path(os.environ.get("VLM_RLHF_CHROMIUM", "/usr/bin/chromium"))
 # Without these, Chromium's background connections fail loudly on a machine without outside network.

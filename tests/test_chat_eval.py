@@ -1,4 +1,9 @@
-"""`eval --chat`: the chat metrics on hand-made cases, and the report on real checkpoints."""
+"""`eval --chat`: the chat metrics on hand-made cases, and the report on real checkpoints.
+
+POPE accuracy, F1, yes-ratio and parsing on a hand-made table; balanced POPE questions with adversarial negatives;
+object recall and hallucination on hand-made descriptions; the scenes file round trip; and `eval --chat` end to end
+(every reply counted, the report's sections, a missing chat file refused).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,10 @@ import random
 
 import pytest
 
-from vlm.chat_eval import description_metrics, pope_metrics, pope_questions, yes_no
 from vlm.cli import main as cli_main
-from vlm.data.scenes import Scene, SceneObject, load_scenes
-from vlm.data.synthetic_instruct import InstructMixConfig, mix_file, write_instruct_mix
+from vlm.eval.chat import description_metrics, pope_metrics, pope_questions, yes_no
+from vlm.synthetic.instruct_mix import InstructMixConfig, mix_file, write_instruct_mix
+from vlm.synthetic.scenes import Scene, SceneObject, load_scenes
 
 RED_CIRCLE = SceneObject("red", "circle", 10, 10, 12, (215, 40, 40))
 BLUE_SQUARE = SceneObject("blue", "square", 40, 40, 12, (45, 85, 215))

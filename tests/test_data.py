@@ -1,4 +1,12 @@
-"""Synthetic data in the official formats, the readers, and their errors on bad input."""
+"""Synthetic data in the official formats, the readers, and their errors on bad input.
+
+The synthetic writer is deterministic per seed and refuses to overwrite a dataset made with other parameters; its
+answers look like VQA's (every question family well represented, balanced yes/no, humans who mostly but not always
+agree). The VQA v2 reader round-trips the synthetic files (ids, answers, COCO file names), gives questions only
+without annotations, and names the file and the record for malformed JSON, a missing or corrupt image, an
+annotation with an unknown question id and a record missing a field. The LLaVA-Instruct reader round-trips and
+names the record for its errors.
+"""
 
 import collections
 import hashlib
@@ -9,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from vlm.data import DataError, load_image, load_llava_instruct, load_vqa
-from vlm.data.synthetic import SynthConfig, write_synthetic_dataset
 from vlm.data.vqa import annotations_file, questions_file
-from vlm.metrics import normalize_answer
+from vlm.eval.metrics import normalize_answer
+from vlm.synthetic.dataset import SynthConfig, write_synthetic_dataset
 
 
 def tree_digest(root: Path) -> str:
@@ -182,3 +190,25 @@ def test_llava_reader_errors(tmp_path, synthetic_data):
     text_only = [{"id": "t", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]}]
     path.write_text(json.dumps(text_only))
     assert load_llava_instruct(path, image_folder)[0]["image_path"] == ""
+
+
+def test_an_empty_split_is_one_error_naming_the_file(tmp_path, synthetic_data, tiny_checkpoint, capsys):
+    """`{"questions": []}` stops `data check`, `eval` and `sft` with the same line naming the questions file (not a
+    missing-column message, a report of nothing, or a StopIteration traceback)."""
+    from vlm.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    empty = questions_file(data, "val2014")
+    empty.write_text(json.dumps({"questions": []}))
+    commands = [
+        ["data", "check", "--data", str(data), "--split", "val2014"],
+        ["eval", "--model", str(tiny_checkpoint), "--data", str(data), "--split", "val2014",
+         "--out", str(tmp_path / "e")],
+        ["sft", "--init_from", str(tiny_checkpoint), "--data_dir", str(data), "--train_split", "val2014",
+         "--output_dir", str(tmp_path / "sft"), "--max_steps", "1", "--report_to", "none"],
+    ]  # fmt: skip
+    for argv in commands:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"error: {empty}: no questions in the file (split val2014)" in err and "Traceback" not in err

@@ -1,4 +1,11 @@
-"""`vlm-rlhf eval`: official-format predictions, metrics equal to vlm.metrics by hand, side-by-side report."""
+"""`vlm-rlhf eval`: official-format predictions, metrics equal to vlm.eval.metrics by hand, side-by-side report.
+
+The metrics of two checkpoints equal `vlm/eval/metrics.py` applied by hand to their own `predictions.json`; a split
+without annotations gets predictions only; a folder that is not a VLM is refused before anything loads; answers are
+cut at EOS or a newline and over-long ones counted; repeated `--model` flags are merged. With `--reward_model` and
+`--reference`: the mean score equals the reward model applied by hand to the predictions, and the KL of a
+checkpoint to itself is 0, of a nudged copy > 0.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,10 @@ from collections import defaultdict
 import pytest
 
 from vlm.cli import main as cli_main
-from vlm.commands.evaluate import _merge_repeated
+from vlm.cli.evaluate import _merge_repeated
 from vlm.data import load_vqa
-from vlm.generation import _decode
-from vlm.metrics import vqa_accuracy
+from vlm.eval.metrics import vqa_accuracy
+from vlm.model.generation import _decode
 
 
 def test_eval_two_checkpoints_matches_the_metric_by_hand(tiny_checkpoint, synthetic_data, tmp_path, capsys):
@@ -118,10 +125,10 @@ def test_eval_reports_reward_score_and_kl_to_a_reference(tiny_checkpoint, synthe
     import torch
     from transformers import AutoProcessor
 
-    from vlm.builder import load_vlm, save_vlm
     from vlm.data.images import load_image
-    from vlm.modeling_vlm import VLMForSequenceClassification
-    from vlm.reward_scoring import load_reward_model, score_answers
+    from vlm.model.builder import load_vlm, save_vlm
+    from vlm.model.modeling_vlm import VLMForSequenceClassification
+    from vlm.model.reward_scoring import load_reward_model, score_answers
 
     torch.manual_seed(3)
     rm = VLMForSequenceClassification.from_pretrained(tiny_checkpoint)

@@ -1,4 +1,9 @@
-"""The frozen-vision feature bank: computed once, appended to, keyed by image content and vision fingerprint."""
+"""The frozen-vision feature bank: computed once, appended to, keyed by image content and vision fingerprint.
+
+A second build computes only the new images and stores the tower's own features for them, leaving one store and no
+leftovers; a copied image file shares its original's row, and another tower gets a bank of its own; a trainable
+tower is refused, and a corrupt or missing image is named.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import shutil
 import pytest
 import torch
 
-from vlm.builder import load_vlm
 from vlm.data import DataError, load_image, load_vqa
-from vlm.feature_bank import build_feature_bank
+from vlm.model.builder import load_vlm
+from vlm.training.feature_bank import build_feature_bank
 
 
 def _paths(data, n):

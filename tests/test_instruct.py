@@ -1,10 +1,34 @@
-"""Stage 5: LLaVA-style instruction tuning (chat template, rows, masks, images in batches, freezing, the command)."""
+"""Stage 5: LLaVA-style instruction tuning (chat template, rows, masks, images in batches, freezing, the command).
+
+The reader turns a fixture (`<image>` at the end of the human turn, three answers, a text-only entry, a leading gpt
+turn) into exactly the expected rows, one image part where there is an image and no `<image>` left in any text, and
+refuses turns out of order naming the record. The template renders a golden string (and a system message replacing
+the default) and survives save -> load. For every row of the held-out mix, TRL's own prompt/completion split
+concatenates to the full rendering and prompt ids + completion ids equal the full ids. With an image in the first
+turn, `return_assistant_tokens_mask=True` marks exactly the answers + EOS, found independently. Over the T rows of
+multi-turn conversations through TRL's collator, every row is a prefix of the full conversation, no answer is
+trained twice and the union of trained positions equals the answers + EOS of the full rendering (never system, user
+or image tokens), every EOS trained, also with pad = EOS. A mixed batch (3 image rows, 2 text-only) has one
+`pixel_values` row per image, swapping two rows' images changes the embeddings exactly at those rows' `<image>`
+positions, permuting the images changes TRL's chunked loss, and an all-text batch has no `pixel_values` and a finite
+loss. One step leaves the vision tower unchanged and changes projector and LM. Eval's held-out perplexity equals
+exp(the trainer's eval loss) on the same conversations (1e-3). The mix holds the kinds, the suffix on every short
+item, and no image on both sides. `vlm-rlhf instruct` from a PPO checkpoint and from a stage-1 checkpoint lowers
+the held-out loss, reloads with the template and stops at EOS on every reply; a real 2-process `accelerate launch
+-m sft.instruct` (world size 2) does the same. `assistant_only_loss: true` (flag or YAML), malformed JSON and a
+`max_length` nothing fits each give one clear error and write nothing; a turn over `max_length` is dropped and
+counted. A run killed after its step-2 checkpoint resumes to the same step count with the same start loss. With
+LoRA only the adapters and the projector train and the saved (merged) model has the tower of its start.
+`data instruct-mix` refuses unknown kinds and data without scenes, and writes one item per scene.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,13 +40,20 @@ from trl.data_utils import apply_chat_template
 
 from sft.instruct import build_trainer, train
 from sft.instruct_config import InstructConfig
-from vlm.builder import load_vlm
-from vlm.chat_eval import assistant_perplexity
-from vlm.chat_template import LLAVA_SYSTEM, SHORT_ANSWER_SUFFIX, VICUNA_V1_TEMPLATE, assistant_message, user_message
 from vlm.cli import main as cli_main
+from vlm.data.errors import DataError
 from vlm.data.llava import conversation_messages, conversation_rows, load_llava_instruct
-from vlm.data.synthetic_instruct import InstructMixConfig, mix_file, write_instruct_mix
-from vlm.generation import answer_chats
+from vlm.eval.chat import assistant_perplexity
+from vlm.model.builder import load_vlm
+from vlm.model.chat_template import (
+    LLAVA_SYSTEM,
+    SHORT_ANSWER_SUFFIX,
+    VICUNA_V1_TEMPLATE,
+    assistant_message,
+    user_message,
+)
+from vlm.model.generation import answer_chats
+from vlm.synthetic.instruct_mix import InstructMixConfig, mix_file, write_instruct_mix
 
 N_IMAGE = 17  # the test preset's image tokens
 
@@ -144,8 +175,9 @@ def test_reader_refuses_turns_out_of_order(tmp_path):
                                          {"from": "gpt", "value": "c"}]}]  # fmt: skip
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    with pytest.raises(Exception, match=r"record id x .*turn 1 is 'human'"):
-        conversation_rows(load_llava_instruct(path, tmp_path))
+    with pytest.raises(DataError) as refused:
+        load_llava_instruct(path, tmp_path)
+    assert str(refused.value) == f"{path}: record [0] (id x) conversations: turn 1 is 'human' where 'gpt' was expected"
 
 
 def test_template_renders_llava_v1_and_survives_save_and_load(tiny_vlm, tmp_path):
@@ -448,6 +480,26 @@ def test_interrupted_run_resumes_with_the_same_start(tiny_checkpoint, mix, tmp_p
     assert summary["start_eval_loss"] == start and summary["final_eval_loss"] < start
     with pytest.raises(FileExistsError, match="already holds a finished instruct run"):
         train(cfg)
+
+
+def test_partial_checkpoint_beside_a_complete_one_is_set_aside_on_resume(tiny_checkpoint, mix, tmp_path, caplog):
+    """Beside a complete checkpoint-1, a checkpoint-2 with everything but its RNG, scheduler and trainer state (a
+    run killed while saving it): the next run renames it aside with a warning, resumes from checkpoint-1, finishes."""
+    out = tmp_path / "out"
+    cfg = instruct_config(tiny_checkpoint, mix, out, max_steps=2, save_strategy="steps", save_steps=1, eval_data=None)
+    built = build_trainer(cfg)
+    built[0].add_callback(KillAfterFirstCheckpoint())
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, built)
+    unwritten = ("rng_state.pth", "scheduler.pt", "trainer_state.json")
+    shutil.copytree(out / "checkpoint-1", out / "checkpoint-2", ignore=shutil.ignore_patterns(*unwritten))
+    with caplog.at_level(logging.WARNING, logger="vlm.training.resume"):
+        train(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["resumed_from"].endswith("checkpoint-1")
+    (kept,) = out.glob("partial-checkpoint-2-*")
+    assert (kept / "optimizer.pt").is_file() and not any((kept / name).exists() for name in unwritten)
+    assert f"set aside as {kept.name}" in caplog.text
 
 
 def test_lora_trains_adapters_and_projector_and_saves_a_merged_model(tiny_checkpoint, mix, tmp_path):

@@ -1,17 +1,24 @@
-"""Gold answers, annotator quality and active selection of what to label (no server needed)."""
+"""Gold answers, annotator quality and active selection of what to label (no server needed).
+
+Uncertainty picks exactly the answers nearest 0.5 on a hand-made table plus a random slice drawn from the rest, no
+duplicates, the same for a seed; disagreement picks the questions whose samples disagree most; gold answers have the
+known verdict (VQA accuracy >= 0.9 or 0), questions the answers do not cover and the same fields as the model's
+answers; per-annotator gold accuracy, agreement and median lead time on a hand-made table, and a weighted vote that
+breaks a tie; a simulated annotator at 30 % error is flagged by gold accuracy (0.5-0.9 against 1.0 for the others).
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from labeling.gold import gold_records, mix_in
+from labeling.gold_answers import gold_records, mix_in
 from labeling.selection import select_answers
 from labeling.simulate import SimulateConfig, simulate
-from vlm.answers import answer_id, read_answers, write_answers
 from vlm.data.vqa import load_vqa
-from vlm.gold import annotator_quality, gold_key_path, read_gold
-from vlm.label_store import LabelStore, aggregate_verdicts
-from vlm.metrics import vqa_accuracy
+from vlm.eval.metrics import vqa_accuracy
+from vlm.labels.answers import answer_id, read_answers, write_answers
+from vlm.labels.gold import annotator_quality, gold_key_path, read_gold
+from vlm.labels.store import LabelStore, aggregate_verdicts
 
 
 def _record(i: int, question_id: int, p: float | None = None, count: int = 1) -> dict:

@@ -1,4 +1,21 @@
-"""Stage 2 against a REAL Label Studio server (no mocks): push, human-made annotations, pull, bad input, serve."""
+"""Stage 2 against a REAL Label Studio server (no mocks): push, human-made annotations, pull, bad input, serve.
+
+The fixture installs the server if missing, initialises one state dir per session (an admin plus two annotators who
+sign up through the invite link, as people do) and gives each test a copy on a free 127.0.0.1 port, stopped by PID.
+Push -> three annotators label through the API with their own tokens (a disagreement, an unsure, a corrected
+answer) -> pull: the store holds exactly those verdicts and annotators, the image is served as a local file byte for
+byte, a second push and a second pull change nothing, and an annotator's changed verdict becomes version 2 with
+version 1 kept. Pre-annotations carry `model_version` and the right score. Gold answers pushed with `--gold_rate
+0.5` carry exactly the fields of the other tasks and no trace of their key, a second push creates nothing, and after
+one annotator labels every gold answer right and the other every one wrong, `labels stats --gold` gives them gold
+accuracy 1.0 and 0.0, agreement 0 and their median lead times. Images can be embedded instead. The server killed
+after the second page of a pull -> a clear error, two intact rows, and a pull from the restarted server completes
+without duplicates. A missing image (nothing created), an unknown verdict (the readable labels stored, the bad one
+named), a foreign project (refused by push and pull). A personal access token and the legacy token both work, a
+wrong key and a closed port give clear errors, and no key appears in any output, log or store file. `label serve`
+starts, prints how to log in without the key, and stops on SIGTERM. The pipeline pushes, stops until people have
+labelled, then pulls on the re-run.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +29,20 @@ import time
 
 import pytest
 import requests
+import yaml
 from label_studio_helpers import verdict_result
 from label_studio_sdk import LabelStudio
 
 from labeling.client import LabelStudioError
 from labeling.generate import GenerateConfig, generate
+from labeling.label_studio_server import LabelStudioServer, free_port
 from labeling.pull import PullConfig, pull
 from labeling.push import PushConfig, push
-from labeling.server import LabelStudioServer, free_port
-from vlm.answers import read_answers, write_answers
 from vlm.cli import main
 from vlm.data.errors import DataError
-from vlm.gold import gold_key_path, read_gold
-from vlm.label_store import LabelStore, aggregate_verdicts, label_stats
+from vlm.labels.answers import read_answers, write_answers
+from vlm.labels.gold import gold_key_path, read_gold
+from vlm.labels.store import LabelStore, aggregate_verdicts, label_stats
 
 PROJECT = "correctness test"
 
@@ -197,6 +215,8 @@ def test_push_can_embed_images_instead(label_studio, answers_file, tmp_path):
 
 
 def test_pull_survives_the_server_dying_midway(label_studio, answers_file, synthetic_data, tmp_path):
+    """The server killed after the second page of a pull: a clear error, two intact rows, and a pull from the
+    restarted server completes without duplicates."""
     _push(label_studio, answers_file, root=synthetic_data)
     tasks = sorted(_tasks(label_studio), key=lambda t: t["id"])
     for t in tasks:
@@ -292,7 +312,7 @@ def test_keys_never_printed_and_both_token_kinds_work(
 
 
 def test_serve_starts_prints_how_to_log_in_and_stops(label_studio_golden, synthetic_data, tmp_path):
-    from labeling.server import copy_state_dir
+    from labeling.label_studio_server import copy_state_dir
 
     state = copy_state_dir(label_studio_golden, tmp_path / "state")
     api_key = json.loads((state / "credentials.json").read_text())["api_key"]
@@ -316,12 +336,78 @@ def test_serve_starts_prints_how_to_log_in_and_stops(label_studio_golden, synthe
     assert f"Label Studio is up at http://127.0.0.1:{port}" in printed
     assert "log in as admin@localhost.local with password" in printed and "LABEL_STUDIO_API_KEY" in printed
     assert api_key not in printed
+    # The key-export line works from a shell whose PATH has no `python` (it names the interpreter running serve).
+    export = next(line for line in lines if "export LABEL_STUDIO_API_KEY=" in line)
+    export = export[export.index("export ") :].strip()
+    shell = subprocess.run(
+        ["/bin/bash", "-c", export + '; printf %s "$LABEL_STUDIO_API_KEY"'],
+        env={"PATH": str(tmp_path / "no-python-here")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.stdout == api_key, (export, shell.stderr)
     assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["status"] == "UP"
     process.send_signal(signal.SIGTERM)
     rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0 and "Label Studio stopped." in rest
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def test_serve_refuses_a_busy_port(synthetic_data, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as listener:  # any program listening there, say another Label Studio
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        argv = ["label", "serve", "--data_dir", str(synthetic_data), "--state_dir", str(tmp_path / "state")]
+        assert main(argv + ["--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and f"127.0.0.1:{port} is already in use" in err[0] and "--port" in err[0], err
+    assert "is up at" not in captured.out and not (tmp_path / "state" / "server.log").exists()  # nothing started
+
+
+def test_start_notices_label_studio_moving_off_a_busy_port(label_studio, label_studio_golden, tmp_path, monkeypatch):
+    from labeling.label_studio_server import LabelStudioServerError, copy_state_dir
+
+    # Past the check before starting (the port taken between the check and the start): Label Studio itself moves
+    # on to the next port while the server already there answers /health. Refused, and ours is stopped.
+    monkeypatch.setattr("labeling.label_studio_server.port_in_use", lambda host, port: False, raising=False)
+    late = LabelStudioServer(copy_state_dir(label_studio_golden, tmp_path / "late"), port=label_studio.port)
+    moved = rf"127.0.0.1:{label_studio.port} was taken before Label Studio could bind it, and .* moved on to .*\d+"
+    with pytest.raises(LabelStudioServerError, match=moved):
+        late.start(timeout=120)
+    assert late.process.poll() is not None
+
+    # The server answering on a port is ours when it is our admin behind this state dir's key, not another's.
+    label_studio.check_identity()
+    stranger = LabelStudioServer(tmp_path / "other-state", port=label_studio.port)  # other credentials, not started
+    with pytest.raises(LabelStudioServerError, match=rf"127.0.0.1:{label_studio.port} is not the Label Studio"):
+        stranger.check_identity()
+
+
+def test_server_keeps_its_secrets_off_the_command_line_and_its_state_dir_private(label_studio_golden, tmp_path):
+    import stat
+
+    from labeling.label_studio_server import copy_state_dir, load_or_create_credentials
+
+    fresh = tmp_path / "fresh" / "state"
+    load_or_create_credentials(fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700  # created owner-only: its SQLite holds the key in clear
+
+    state = copy_state_dir(label_studio_golden, tmp_path / "state")
+    state.chmod(0o755)  # a state dir made before: tightened on start
+    with LabelStudioServer(state) as server:
+        with open(f"/proc/{server.process.pid}/cmdline", "rb") as f:  # what any local user reads, as ps does
+            seen = f.read().replace(b"\0", b" ").decode()
+        assert "label-studio" in seen and "start" in seen
+        for secret in (server.credentials["password"], server.api_key):
+            assert secret not in seen
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        server.check_identity()  # the admin's key still works (the session's golden dir was made this way too)
 
 
 def test_pipeline_pushes_to_label_studio_and_waits_for_people(label_studio, tmp_path, capsys):
@@ -342,23 +428,20 @@ def test_pipeline_pushes_to_label_studio_and_waits_for_people(label_studio, tmp_
         "total_episodes: 16\nper_device_train_batch_size: 8\nnum_ppo_epochs: 1\neval_strategy: 'no'\n"
         "save_strategy: 'no'\nreport_to: none\n"
     )
-    pipeline_cfg = tmp_path / "pipeline.yaml"  # one round of every answer, no gold: each task is one of the answers
-    pipeline_cfg.write_text(
-        "label_rounds: 1\nlabel_budget: null\nlabel_gold_rate: 0.0\nlabel_min_gold_accuracy: null\n"
-        "ppo_from_sft_checkpoint: null\n"
-    )
-    run = tmp_path / "run"
+    pipeline_cfg = tmp_path / "pipeline.yaml"
+    pipeline_cfg.write_text("label_rounds: 1\nppo_from_sft_checkpoint: null\n")
     settings = {
         "url": label_studio.url,
         "project": PROJECT,
         "document_root": str(tmp_path),
         "api_key": label_studio.api_key,
     }
+    labeling_cfg = tmp_path / "labeling.yaml"  # every answer of 8 questions, no gold: each task is one of the answers
+    labeling_cfg.write_text(yaml.safe_dump({"questions": 8, "samples": 2, "label_studio": settings}))
+    run = tmp_path / "run"
     argv = ["pipeline", "--config", str(pipeline_cfg), "--output_dir", str(run), "--data_config", str(data_cfg)]
     argv += ["--model_config", str(model_cfg), "--sft_config", str(sft_cfg), "--reward_config", str(reward_cfg)]
-    argv += ["--ppo_config", str(ppo_cfg)]
-    argv += ["--label_questions", "8"]
-    argv += ["--label_samples", "2", "--label_studio", json.dumps(settings)]
+    argv += ["--ppo_config", str(ppo_cfg), "--labeling_config", str(labeling_cfg)]
 
     assert main(argv) == 2  # pushed; nobody has labelled yet
     assert "0 % of the" in capsys.readouterr().err

@@ -1,4 +1,12 @@
-"""Stage 2 without a server: answer records, the label store, aggregation, the labeling config, the simulator."""
+"""Stage 2 without a server: answer records, the label store, aggregation, the labeling config, the simulator.
+
+Store versions and atomic parts (an append never rewrites history, an interrupted write leaves no part, a second
+writer waits for the lock, each part is read once across appends, bad rows are refused and corrupt lines named);
+majority and tie aggregation and pairwise agreement on a hand-made table, Cohen's kappa and Krippendorff's alpha on
+hand-computed tables; answers-file errors name the line; our labeling config is told apart from others'; sampled
+answers are reproducible with duplicates merged; simulated annotators match the ground truth at 0 % error and flip
+25-35 % of verdicts at 30 %; simulating twice stores nothing new.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +18,12 @@ import pytest
 from labeling.generate import GenerateConfig, generate
 from labeling.project import LABEL_CONFIG, config_problems, prediction_from_answer, read_annotation
 from labeling.simulate import SimulateConfig, simulate, simulated_labels
-from vlm.answers import answer_id, read_answers
 from vlm.data.errors import DataError
 from vlm.data.vqa import load_vqa
-from vlm.label_agreement import cohen_kappa_by_pair, krippendorff_alpha
-from vlm.label_store import LOCK, LabelStore, aggregate_verdicts, label_stats, pairwise_agreement
-from vlm.metrics import vqa_accuracy
+from vlm.eval.metrics import vqa_accuracy
+from vlm.labels.agreement import cohen_kappa_by_pair, krippendorff_alpha
+from vlm.labels.answers import answer_id, read_answers
+from vlm.labels.store import LOCK, LabelStore, aggregate_verdicts, label_stats, pairwise_agreement
 
 
 def _row(annotation: str, answer: str, annotator: str, verdict: str, **extra) -> dict:
@@ -46,7 +54,7 @@ def test_store_appends_versions_and_never_rewrites(tmp_path):
 
 
 def test_store_reads_each_part_once_across_appends(tmp_path, monkeypatch):
-    import vlm.label_store as label_store
+    import vlm.labels.store as label_store
 
     reads = Counter()
     real = label_store.read_jsonl
@@ -117,6 +125,56 @@ def test_a_second_writer_waits_for_the_store_lock(tmp_path):
         assert writer.is_alive() and len(store.parts()) == 1  # it waits and writes nothing meanwhile
     writer.join(60)
     assert writer.exitcode == 0 and len(store.rows()) == 2
+
+
+def _append_killed_before_rename(path: str) -> None:
+    """An append killed (SIGKILL: no cleanup runs) after writing its part, before renaming it into place."""
+    import os
+    import signal
+
+    import vlm.io
+
+    vlm.io.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    LabelStore(path).append([_row("ls/1/5", "a", "ann3", "unsure")])
+
+
+def test_stale_temporaries_of_a_killed_append_are_removed(tmp_path, capsys):
+    import multiprocessing
+
+    from vlm.cli import main
+
+    store = LabelStore(tmp_path / "labels")
+    store.append([_row("ls/1/1", "a", "ann1", "correct")])
+    writer = multiprocessing.get_context("spawn").Process(target=_append_killed_before_rename, args=(str(store.path),))
+    writer.start()
+    writer.join(120)
+    stale = list(store.path.glob(".labels-*.tmp"))
+    assert writer.exitcode == -9 and len(stale) == 1 and "ann3" in stale[0].read_text()  # as a killed append leaves it
+    store.append([_row("ls/1/2", "a", "ann2", "incorrect")])  # the next append holds the lock: no writer is live
+    assert not list(store.path.glob("*.tmp"))
+    assert [(r["annotator"], r["verdict"]) for r in store.rows()] == [("ann1", "correct"), ("ann2", "incorrect")]
+
+    (store.path / stale[0].name).write_text(stale[0].name)  # another one, then `labels stats` cleans up too
+    assert main(["labels", "stats", "--store", str(store.path)]) == 0
+    assert "2 labels on 1 answers" in capsys.readouterr().out and not list(store.path.glob("*.tmp"))
+
+
+def test_atomic_writes_fsync_the_folder_after_the_rename(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    import vlm.io
+
+    synced = []
+    real = os.fsync
+
+    def recording(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real(fd)
+
+    monkeypatch.setattr(vlm.io.os, "fsync", recording)
+    vlm.io.atomic_write_text(tmp_path / "part.jsonl", "{}\n")
+    assert synced == [False, True]  # the data, then the folder holding the new name
 
 
 def test_aggregation_majority_ties_and_agreement():
@@ -285,3 +343,51 @@ def test_simulate_command_is_idempotent(sampled_answers, tmp_path):
     rows = LabelStore(cfg.store).rows()
     assert len(rows) == first["labels"] + changed and changed > 0
     assert max(r["version"] for r in rows) == 2
+
+
+def test_generate_refuses_to_overwrite_answers_unless_told(
+    sampled_answers, tiny_checkpoint, synthetic_data, tmp_path, capsys
+):
+    from vlm.cli import main
+    from vlm.labels.gold import gold_key_path
+
+    out = tmp_path / "answers.jsonl"
+    written = sampled_answers[0].read_text()  # answers written (and maybe pushed) before, with their gold key
+    out.write_text(written)
+    gold = gold_key_path(out)
+    gold.write_text('{"answer_id": "stale", "expected": "correct"}\n')
+    argv = ["label", "generate", "--model", str(tiny_checkpoint), "--data", str(synthetic_data), "--questions", "2"]
+    argv += ["--samples", "1", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{out} already exists" in err[0] and "--overwrite true" in err[0], err
+    assert out.read_text() == written and gold.is_file()  # nothing touched
+
+    assert main(argv + ["--overwrite", "true"]) == 0
+    assert json.loads(capsys.readouterr().out)["answers"] == len(read_answers(out)) <= 2
+    assert not gold.exists()  # the stale key of the answers it replaced is gone
+
+
+def _jwt(payload: dict) -> str:
+    import base64
+
+    def part(obj) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(payload)}.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize("payload", [{"token_type": "refresh", "user_id": 1}, {"token_type": "refresh", "exp": 1}])
+def test_a_jwt_key_without_or_past_expiry_is_a_clean_refusal(payload, tmp_path, capsys, monkeypatch):
+    """The SDK rejects such a key in its client's constructor, before any request: no server needed."""
+    from labeling.label_studio_server import free_port
+    from vlm.cli import main
+
+    key = _jwt(payload)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", key)
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["label", "pull", "--url", url, "--project", "answers", "--store", str(tmp_path / "labels")]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and f"Label Studio at {url} refused the API key" in err[0], err
+    assert "LABEL_STUDIO_API_KEY" in err[0] and key not in captured.err + captured.out

@@ -1,8 +1,13 @@
-"""The official VQA accuracy against hand-computed values."""
+"""The official VQA accuracy against hand-computed values.
+
+12 hand-computed cases of the leave-one-out metric (agreement, partial matches, normalisation of number words,
+case, punctuation, articles, contractions and numbers), the answer normalisation itself, the majority answer
+merging surface forms, and the refusal of a question without human answers.
+"""
 
 import pytest
 
-from vlm.metrics import majority_answer, normalize_answer, vqa_accuracy
+from vlm.eval.metrics import majority_answer, normalize_answer, vqa_accuracy
 
 TEN_RED = ["red"] * 10
 

@@ -1,13 +1,40 @@
-"""The VLM: additive fusion, HF round trips, cached/batched generation, the score head, freezing."""
+"""The VLM: additive fusion, HF round trips, cached/batched generation, the score head, freezing.
+
+Different images change the logits at text positions; zero image features leave the plain token embeddings and
+other features are added exactly at the `<image>` positions; the sequence length is the text length after the
+expansion; the processor refuses an `<image>` count that differs from the images given, the model a token count
+that differs from the features; `save_pretrained` -> `from_pretrained` gives identical logits and the Auto classes
+resolve (causal LM, processor, sequence classifier sharing the backbone); the LM head is tied to the embeddings;
+cached greedy generation equals a step-by-step re-forward, batched left-padded generation equals one-by-one, and the
+vision tower runs once per `generate`; the sequence classifier reads the last token and sees the image; freezing is
+configuration; bad configs are refused; the backbone path TRL's chunked loss and PPO reward/value path call sees the
+image; bf16 runs; cached vision features give the logits of pixel values; a sampled `<image>` in a response is text.
+"""
+
+import contextlib
+import logging
+import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoProcessor
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoProcessor,
+    Trainer,
+    TrainingArguments,
+)
 
 from vlm import VLMConfig, VLMForCausalLM, VLMForSequenceClassification, VLMProcessor
-from vlm.generation import generate_answers, greedy_without_cache, vqa_prompt
+from vlm.cli import main as cli_main
+from vlm.data.errors import DataError
+from vlm.model.builder import load_vlm
+from vlm.model.generation import generate_answers, greedy_without_cache, vqa_prompt
 
 
 def random_image(seed: int, size: int = 64) -> Image.Image:
@@ -113,6 +140,64 @@ def test_save_load_round_trip_and_auto_classes(tiny_vlm, tmp_path):
 def test_lm_head_tied_to_embeddings(tiny_vlm):
     model, _ = tiny_vlm
     assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+@contextlib.contextmanager
+def transformers_log():
+    """The messages transformers logs inside the block (its loggers do not reach pytest's caplog)."""
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    library = logging.getLogger("transformers")
+    library.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        library.removeHandler(handler)
+
+
+def test_resuming_does_not_report_the_tied_lm_head_missing_but_reports_a_real_gap(tiny_checkpoint, tmp_path):
+    """The Trainer's resume load of a checkpoint that leaves the tied `lm_head.weight` out re-ties it without a
+    "missing keys" line; a weight really missing is still reported (by the Trainer and by `from_pretrained`), and an
+    untied LM head is still saved."""
+    model, _ = load_vlm(tiny_checkpoint)
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "t"), report_to="none"))
+    with transformers_log() as lines:
+        trainer._load_from_checkpoint(str(tiny_checkpoint))  # what `train(resume_from_checkpoint=...)` calls
+    assert not [line for line in lines if "missing" in line.lower()], lines
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+
+    gap = tmp_path / "gap"
+    shutil.copytree(tiny_checkpoint, gap)
+    weights = load_file(gap / "model.safetensors")
+    del weights["model.projector.norm.weight"]
+    save_file(weights, gap / "model.safetensors", metadata={"format": "pt"})
+    with transformers_log() as lines:
+        trainer._load_from_checkpoint(str(gap))
+        load_vlm(gap)
+    assert any("missing keys" in line and "model.projector.norm.weight" in line for line in lines), lines
+    assert any("model.projector.norm.weight" in line and "MISSING" in line for line in lines), lines
+
+    config = VLMConfig.from_pretrained(tiny_checkpoint)
+    config.tie_word_embeddings = config.text_config.tie_word_embeddings = False
+    VLMForCausalLM(config).save_pretrained(tmp_path / "untied")
+    assert "lm_head.weight" in load_file(tmp_path / "untied" / "model.safetensors")
+
+
+def test_truncated_weights_give_one_error_naming_the_file(tiny_checkpoint, synthetic_data, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    weights = broken / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    argv = ["eval", "--model", str(broken), "--data", str(synthetic_data), "--limit", "2", "--out", str(tmp_path / "e")]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert line.startswith(f"vlm-rlhf eval: error: {weights}: truncated or corrupt safetensors file (")
+    weights.write_bytes(b"\xff" * 64)  # a header length past the end of the file
+    with pytest.raises(DataError, match=f"{weights}: truncated or corrupt safetensors file"):
+        VLMForSequenceClassification.from_pretrained(broken)
 
 
 def test_cached_generate_equals_naive_reforward(tiny_vlm):

@@ -1,27 +1,43 @@
-"""Stage 3: the reward model learns from the label store, sees the image, refuses bad label sets, scores answers."""
+"""Stage 3: the reward model learns from the label store, sees the image, refuses bad label sets, scores answers.
+
+On labels that follow a simple rule (an even count is correct), the held-out accuracy is >= 90 % against a 50 %
+majority class, ROC-AUC >= 0.95, the loss falls, `pos_weight` is #incorrect / #correct and the reliability diagram
+is written; labels that only the image can explain (the same question and answer on every image, correct on half of
+them) are learned on the training images (>= 85 % against 50 % chance), so the image reaches the score; the
+pairwise objective ranks correct above incorrect on held-out pairs (>= 90 %); no image is on both sides of the
+split; 2-of-3 labels weigh 0.67, `min_agreement` drops them, unsure answers and ties are not trained on; a one-class
+store and too few labels are refused with their counts; `reward score` adds `reward`, `p_correct` = sigmoid(reward)
+and `reward_model`, and refuses a checkpoint that is not a reward model; ECE on a hand-made table; LoRA (adapters,
+projector and head train; the saved model is merged and scores as measured; TensorBoard logs); gold filtering drops
+a careless annotator; a real 2-process `accelerate launch -m reward train` on CPU.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from transformers import TrainerCallback
 
 from reward.config import RewardConfig
 from reward.data import answer_pairs, check_trainable, labelled_answers
 from reward.metrics import binary_metrics, expected_calibration_error
 from reward.score import ScoreConfig, load_reward_model, score
-from reward.train import train
-from vlm.answers import answer_id, read_answers, write_answers
+from reward.train import build_trainer, train
 from vlm.cli import main
 from vlm.data.errors import DataError
 from vlm.data.images import load_image
 from vlm.data.vqa import load_vqa
-from vlm.label_store import LabelStore
-from vlm.reward_scoring import score_answers
+from vlm.labels.answers import answer_id, read_answers, write_answers
+from vlm.labels.store import LabelStore
+from vlm.model.reward_scoring import score_answers
+from vlm.training.resume import train_resumably
 
 # A simple rule the labels follow: an even count is correct, an odd one is not, whatever the image.
 RULE = {"2": "correct", "4": "correct", "1": "incorrect", "3": "incorrect"}
@@ -79,6 +95,9 @@ def trained_rm(tiny_checkpoint, synthetic_data, tmp_path_factory):
 
 
 def test_reward_model_learns_a_simple_rule(trained_rm):
+    """Labels that follow a simple rule (an even count is correct): held-out accuracy >= 90 % against a 50 % majority
+    class, ROC-AUC >= 0.95, the loss falls, `pos_weight` is #incorrect / #correct, the reliability diagram is
+    written."""
     out, summary = trained_rm
     held_out = summary["held_out"]["labels"]
     assert held_out["examples"] == summary["labels"]["held_out_answers"] >= 12
@@ -232,6 +251,35 @@ def test_two_process_accelerate_launch_on_cpu(tiny_checkpoint, synthetic_data, t
     assert (out / "model.safetensors").is_file()
 
 
+class _StopAfterCheckpoint(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt("stopped after the first checkpoint")
+
+
+def test_partial_checkpoint_is_set_aside_and_the_complete_one_resumed(
+    tiny_checkpoint, synthetic_data, tmp_path, caplog
+):
+    """Beside a complete checkpoint-1, a checkpoint-2 holding only config + weights (a run killed while saving it):
+    the next run renames it aside with a warning naming it and what it lacks, resumes from checkpoint-1, finishes."""
+    _labels(tmp_path / "labels", synthetic_data)
+    out = tmp_path / "rm"
+    cfg = _config(tiny_checkpoint, tmp_path / "labels", out, max_steps=2, save_strategy="steps", save_steps=1)
+    trainer, _, _ = build_trainer(cfg)
+    trainer.add_callback(_StopAfterCheckpoint())
+    with pytest.raises(KeyboardInterrupt):
+        train_resumably(trainer, out)
+    partial = out / "checkpoint-2"
+    partial.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(out / "checkpoint-1" / name, partial / name)
+    with caplog.at_level(logging.WARNING, logger="vlm.training.resume"):
+        summary = json.loads((train(cfg) / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["resumed_from"].endswith("checkpoint-1")
+    (kept,) = out.glob("partial-checkpoint-2-*")
+    assert sorted(p.name for p in kept.iterdir()) == ["config.json", "model.safetensors"]
+    assert f"set aside as {kept.name}" in caplog.text and "trainer_state.json" in caplog.text
+
+
 def test_lora_reward_model_trains_adapters_and_saves_a_plain_model(tiny_checkpoint, synthetic_data, tmp_path):
     _labels(tmp_path / "labels", synthetic_data)
     cfg = _config(
@@ -261,7 +309,7 @@ def test_gold_filtering_drops_a_careless_annotator(tiny_checkpoint, synthetic_da
     reward model trained without them learns from labels that all match the truth, and scores more decisively."""
     import random
 
-    from vlm.gold import annotator_quality, write_gold
+    from vlm.labels.gold import annotator_quality, write_gold
 
     rows, gold = [], {}
     rng = random.Random(0)

@@ -1,11 +1,22 @@
-"""Stage 1: answer-only VQA SFT on TRL's SFTTrainer (labels, cached features, resume, LoRA, freezing, errors)."""
+"""Stage 1: answer-only VQA SFT on TRL's SFTTrainer (labels, cached features, resume, LoRA, freezing, errors).
+
+The exact positions that carry loss for known rows (answer + EOS only; question, image and padding never); the same
+loss from cached features and from live vision; an SFT run that lowers the loss, writes `summary.json` and
+TensorBoard logs and refuses to overwrite itself; a run killed after its step-3 checkpoint that resumes to the same
+step count, the same remaining batches and the same weights as an uninterrupted run; LLaVA's two steps (only the
+projector changes, then projector + LM); LoRA (only adapters and the projector train, the saved model is merged);
+bad configs get clear errors; the `vlm-rlhf sft` command line (exit code 2, nothing written, on a missing folder);
+a real 2-process `accelerate launch -m sft` on CPU (world size 2); sampled human answers that vary.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -14,10 +25,10 @@ from transformers import TrainerCallback
 from sft.config import VQASFTConfig
 from sft.data import AttachImages, vqa_sft_rows, with_images
 from sft.train import build_trainer, run_training, train
-from vlm.builder import load_vlm
 from vlm.cli import main as cli_main
 from vlm.data import load_vqa
-from vlm.feature_bank import build_feature_bank
+from vlm.model.builder import load_vlm
+from vlm.training.feature_bank import build_feature_bank
 
 
 def sft_config(ckpt, data, out, **overrides) -> VQASFTConfig:
@@ -42,6 +53,7 @@ def sft_config(ckpt, data, out, **overrides) -> VQASFTConfig:
 
 
 def test_loss_covers_exactly_the_answer_and_eos(tiny_checkpoint, synthetic_data, tmp_path):
+    """Known rows carry loss on the answer + EOS only: never on the question, the image or the padding."""
     trainer = build_trainer(sft_config(tiny_checkpoint, synthetic_data, tmp_path / "out"))
     tokenizer = trainer.processing_class.tokenizer
     rows = [trainer.train_dataset[i] for i in range(4)]
@@ -125,6 +137,8 @@ def _recording(trainer):
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_checkpoint, synthetic_data, tmp_path):
+    """A run killed after its step-3 checkpoint resumes to the same step count, the same remaining batches and the
+    same weights as an uninterrupted run."""
     common = dict(max_steps=6, save_strategy="steps", save_steps=3)
     straight = build_trainer(sft_config(tiny_checkpoint, synthetic_data, tmp_path / "a", **common))
     straight_batches = _recording(straight)
@@ -149,6 +163,60 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_checkpoint, synth
     b, _ = load_vlm(out)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(pa, pb, atol=1e-5), name
+
+
+TINY_SFT_YAML = """\
+train_split: train2014
+eval_split: null
+per_device_train_batch_size: 8
+learning_rate: 3.0e-3
+max_steps: 4
+logging_steps: 1
+save_strategy: steps
+save_steps: 2
+report_to: none
+disable_tqdm: true
+seed: 0
+"""
+
+
+def test_run_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(
+    tiny_checkpoint, synthetic_data, tmp_path
+):
+    """A real `kill -9` of `python -m sft` while it writes checkpoint-4 (weights and optimizer written, scheduler,
+    RNG and trainer state not yet): the same command again sets the partial folder aside (renamed, not deleted, with
+    a warning naming it), resumes from the complete checkpoint-2 and finishes; no "missing keys" line on resume."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_SFT_YAML)
+    out, marker = tmp_path / "run", tmp_path / "paused"
+    command = [sys.executable, "-m", "sft", "--config", str(config), "--init_from", str(tiny_checkpoint)]
+    command += ["--data_dir", str(synthetic_data), "--output_dir", str(out)]
+    helper = os.path.join(os.path.dirname(__file__), "pause_checkpoint_save")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([helper, os.getcwd()]))
+    pausing = dict(env, VLM_TEST_PAUSE_AFTER="checkpoint-4/optimizer.pt", VLM_TEST_PAUSED_MARKER=str(marker))
+    first = subprocess.Popen(command, env=pausing, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), f"the run never reached the paused save: {first.stderr.read()[-3000:]}"
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        first.kill()
+        first.communicate()
+    assert first.returncode == -signal.SIGKILL
+    partial = out / "checkpoint-4"
+    assert (partial / "optimizer.pt").is_file() and not (partial / "trainer_state.json").exists()
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["resumed_from"].endswith("checkpoint-2")
+    (kept,) = out.glob("partial-checkpoint-4-*")  # set aside whole, nothing deleted
+    assert (kept / "optimizer.pt").is_file() and (kept / "model.safetensors").is_file()
+    assert (out / "checkpoint-4" / "trainer_state.json").is_file()  # written again, complete, by the resumed run
+    assert f"set aside as {kept.name}" in second.stderr
+    assert "missing keys" not in second.stderr
 
 
 def _changed(before, after) -> set[str]:

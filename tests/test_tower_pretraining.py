@@ -1,4 +1,9 @@
-"""The tiny preset's vision tower pre-training: CLIP's contrastive loss on scene descriptions with twin negatives."""
+"""The tiny preset's vision tower pre-training: CLIP's contrastive loss on scene descriptions with twin negatives.
+
+A counterfactual twin keeps its scene's layout and changes only the binding of colour to shape (with a different
+description); a short pre-training run lowers the contrastive loss below the chance level and returns a frozen
+tower.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,10 @@ import random
 from transformers import CLIPVisionConfig
 
 from tests.conftest import TEST_PRESET
-from vlm.data.scenes import sample_scene
-from vlm.data.synthetic_qa import describe
-from vlm.presets import train_tiny_tokenizer
-from vlm.tower_pretraining import counterfactual, pretrain_vision_tower
+from vlm.synthetic.presets import train_tiny_tokenizer
+from vlm.synthetic.questions import describe
+from vlm.synthetic.scenes import sample_scene
+from vlm.synthetic.tower_pretraining import counterfactual, pretrain_vision_tower
 
 
 def test_counterfactual_twin_keeps_the_layout_and_changes_the_binding():

@@ -1,13 +1,17 @@
 """The model family meets TRL's SFTTrainer as it is: vision prompt-completion rows through our ProcessorMixin,
-answer-only labels, and a default (chunked) loss that calls the backbone and so sees the image."""
+answer-only labels, and a default (chunked) loss that calls the backbone and so sees the image.
+
+TRL's `SFTTrainer`, unpatched, with its default `chunked_nll` loss, trains on vision prompt-completion rows with
+labels on the answer only, and its loss changes when the image does.
+"""
 
 import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from vlm.builder import load_vlm
 from vlm.data import load_image, load_vqa
-from vlm.generation import vqa_prompt
+from vlm.model.builder import load_vlm
+from vlm.model.generation import vqa_prompt
 
 
 def test_sft_trainer_trains_answer_tokens_with_the_image(tiny_checkpoint, synthetic_data, tmp_path):

@@ -13,9 +13,9 @@ from transformers import (
     AutoProcessor,
 )
 
-from vlm.configuration_vlm import VLMConfig
-from vlm.modeling_vlm import VLMForCausalLM, VLMForSequenceClassification, VLMModel, VLMPreTrainedModel
-from vlm.processing_vlm import IMAGE_TOKEN, VLMProcessor
+from vlm.model.configuration_vlm import VLMConfig
+from vlm.model.modeling_vlm import VLMForCausalLM, VLMForSequenceClassification, VLMModel, VLMPreTrainedModel
+from vlm.model.processing_vlm import IMAGE_TOKEN, VLMProcessor
 
 AutoConfig.register(VLMConfig.model_type, VLMConfig, exist_ok=True)
 AutoModel.register(VLMConfig, VLMModel, exist_ok=True)

@@ -1,7 +1,9 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written file where a finished one is expected."""
+"""Atomic file writes: a crash mid-write never leaves a half-written file where a finished one is expected, and a
+finished write survives a crash (the data is synced before the rename, the folder after it)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -22,7 +24,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable: the new name lives in the folder, which a crash could otherwise lose after
+    the data was synced. POSIX only (skipped where `os.O_DIRECTORY` does not exist, e.g. Windows)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some filesystems cannot sync a folder; the rename has happened all the same
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -1,4 +1,5 @@
-"""Data layer: readers for the official VQA v2 and LLaVA-Instruct formats, and the synthetic generator."""
+"""Readers for the public formats only (VQA v2, LLaVA-Instruct, images) and the one error type for bad data; the
+synthetic generator that writes them lives in `vlm.synthetic`."""
 
 from vlm.data.errors import DataError
 from vlm.data.images import load_image

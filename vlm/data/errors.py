@@ -6,8 +6,10 @@ import json
 import os
 from typing import Any
 
+from vlm.errors import CommandError
 
-class DataError(ValueError):
+
+class DataError(CommandError, ValueError):
     """Bad input data. The message names the file and, where there is one, the record."""
 
 
@@ -24,7 +26,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-class ServiceError(RuntimeError):
+class ServiceError(CommandError, RuntimeError):
     """An outside service (a Label Studio server) could not be reached, refused us, or could not start.
     The message names the service's URL and what we were doing; it never holds a secret."""
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from vlm.chat_template import assistant_message, user_message
 from vlm.data.errors import DataError, read_json
 from vlm.data.images import check_image_exists, verify_image
-from vlm.processing_vlm import IMAGE_TOKEN
+from vlm.model.chat_template import assistant_message, user_message
+from vlm.model.processing_vlm import IMAGE_TOKEN
 
 ROLES = ("human", "gpt")
 
@@ -57,6 +57,7 @@ def load_llava_instruct(
         if image is not None and not isinstance(image, str):
             raise DataError(f"{path}: {where} has a non-string 'image'")
         turns = _check_conversation(item.get("conversations"), path, where, has_image=bool(image))
+        conversation_messages(turns, bool(image), f"{path}: {where}")  # roles in order, checked where the file is known
         image_path = str(image_folder / image) if image else ""
         if image:
             check(image_path, f"{path.name} {where}")

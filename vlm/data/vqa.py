@@ -65,6 +65,8 @@ def load_vqa(
     image_dir = Path(image_dir) if image_dir is not None else root / split
     q_path, a_path = questions_file(root, split), annotations_file(root, split)
     questions = _records(read_json(q_path), "questions", q_path)
+    if not questions:
+        raise DataError(f"{q_path}: no questions in the file (split {split})")
 
     rows: dict[int, dict] = {}
     for i, q in enumerate(questions):

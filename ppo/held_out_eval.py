@@ -1,0 +1,58 @@
+"""Held-out evaluation during PPO: greedy answers to held-out VQA questions, scored three ways: VQA accuracy
+(official metric), the reward model's mean score, and the exact KL to the reference on those answers. The same
+functions as `vlm-rlhf eval` (`answer_questions`, `score_answers`, `answer_kl`), on the cached features.
+
+Questions are sharded over the ranks in equal shares (a short shard repeats rows, dropped after gathering), so
+every rank makes the same number of model calls, as ZeRO-3 needs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from accelerate.utils import gather_object
+from trl.models.utils import unwrap_model_for_generation
+
+from vlm.eval.answer_kl import answer_kl
+from vlm.eval.metrics import vqa_accuracy
+from vlm.model.generation import generate_answers
+from vlm.model.reward_scoring import score_answers
+
+
+class HeldOutEvaluation:
+    def __init__(self, vqa, store, max_new_tokens: int, batch_size: int = 64):
+        self.vqa, self.store = vqa, store
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+
+    def __call__(self, trainer) -> dict:
+        acc, processor = trainer.accelerator, trainer.processing_class
+        n, world = len(self.vqa), acc.num_processes
+        share = math.ceil(n / world)
+        index = [(acc.process_index * share + j) % n for j in range(share)]
+        rows = self.vqa.select(index)
+        images = self.store.images(rows["image_path"])
+        questions = rows["question"]
+        with unwrap_model_for_generation(
+            trainer.model, acc, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
+        ) as unwrapped:
+            policy = unwrapped.policy
+            answers = generate_answers(policy, processor, images, questions, self.max_new_tokens, self.batch_size)
+            if trainer.reward_model is not None:
+                rewards = score_answers(trainer.reward_model, processor, images, questions, answers, self.batch_size)
+            else:
+                rewards = trainer.reward_fn([self.vqa[i] for i in index], answers).float().cpu()
+            kl = answer_kl(
+                policy, trainer.ref_model or policy, processor, images, questions, answers, self.batch_size,
+                reference_context=trainer.reference_context,
+            )  # fmt: skip
+        accuracy = [vqa_accuracy(a, human) for a, human in zip(answers, rows["answers"])]
+        per_question = gather_object(list(zip(index, accuracy, rewards.tolist(), kl.tolist())))
+        unique = {i: (a, r, k) for i, a, r, k in per_question}
+        values = torch.tensor(list(unique.values()), dtype=torch.float64)
+        return {
+            "vqa_accuracy": values[:, 0].mean().item(),
+            "reward": values[:, 1].mean().item(),
+            "kl": values[:, 2].mean().item(),
+            "questions": len(unique),
+        }

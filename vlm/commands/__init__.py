@@ -1,1 +1,0 @@
-"""Entry points of the core commands (`init-model`, `data`); stage commands live in their stage packages."""

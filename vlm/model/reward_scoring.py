@@ -1,0 +1,71 @@
+"""What the reward model reads and how it scores: one text format and one batched scoring function, used by reward
+training, `reward score`, and PPO (which scores its rollouts with the same text).
+
+The reward model is `VLMForSequenceClassification` with one output: a logit of P(correct | image, question,
+answer), read at the last attended token, the EOS after the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import AutoProcessor
+
+from vlm.data.images import load_image
+from vlm.model.builder import check_checkpoint
+from vlm.model.generation import vqa_prompt
+from vlm.model.modeling_vlm import VLMForSequenceClassification
+from vlm.training.precision import bf16_available
+
+
+def reward_text(question: str, answer: str, eos_token: str) -> str:
+    """`Q: <image> {question} A: {answer}<eos>`: the SFT format with the answer filled in."""
+    return f"{vqa_prompt(question)} {answer.strip()}{eos_token}"
+
+
+def reward_inputs(processor, images: Sequence[Image.Image | torch.Tensor], questions, answers) -> dict:
+    """Model inputs for a batch (right-padded); an image may be its cached vision features."""
+    texts = [reward_text(q, a, processor.tokenizer.eos_token) for q, a in zip(questions, answers)]
+    processor.tokenizer.padding_side = "right"
+    return processor(images=[[image] for image in images], text=texts, padding=True, return_tensors="pt")
+
+
+@torch.no_grad()
+def score_answers(model, processor, images, questions, answers, batch_size: int = 32) -> torch.Tensor:
+    """The reward model's logit for each (image, question, answer), float32 on the CPU; sigmoid gives P(correct)."""
+    if not len(images) == len(questions) == len(answers):
+        raise ValueError(f"got {len(images)} images, {len(questions)} questions and {len(answers)} answers")
+    scores = []
+    for start in range(0, len(answers), batch_size):
+        end = start + batch_size
+        inputs = reward_inputs(processor, images[start:end], questions[start:end], answers[start:end])
+        logits = model(**inputs.to(model.device)).logits
+        scores.append(logits[:, 0].float().cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def score_records(model, processor, records: list[dict], name: str, batch_size: int = 32, source: str = "") -> None:
+    """Add `reward` (the logit), `p_correct` (its sigmoid) and `reward_model` (`name`) to every answer record, in
+    place; a record whose image cannot be read is named (`source`: the file the records come from)."""
+    prefix = f"{source}: " if source else ""
+    for start in tqdm(range(0, len(records), batch_size), desc="scoring", unit="batch", leave=False):
+        batch = records[start : start + batch_size]
+        images = [load_image(r["image"], f"{prefix}answer {r['answer_id']}") for r in batch]
+        logits = score_answers(model, processor, images, [r["question"] for r in batch], [r["answer"] for r in batch])
+        for record, logit in zip(batch, logits.tolist()):
+            record.update(reward=logit, p_correct=float(torch.sigmoid(torch.tensor(logit))), reward_model=name)
+
+
+def load_reward_model(path: str | Path, flag: str | None = None):
+    """A trained reward model (one output) on the best device, and its processor; a clear error otherwise
+    (`flag`: the option that named `path`)."""
+    check_checkpoint(path, "reward model", flag)
+    model = VLMForSequenceClassification.from_pretrained(path, dtype=torch.bfloat16 if bf16_available() else None)
+    if model.config.num_labels != 1:
+        raise ValueError(f"{path} has {model.config.num_labels} outputs; a reward model has one")
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return model, AutoProcessor.from_pretrained(path)

@@ -1,0 +1,140 @@
+"""The embedded default: a tiny VLM built entirely in code (no download), saved through the same builder."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+from tokenizers import ByteLevelBPETokenizer
+from transformers import CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from vlm.model.builder import build_vlm
+from vlm.model.chat_template import LLAVA_SYSTEM
+from vlm.synthetic.questions import conversation, sample_questions
+from vlm.synthetic.scenes import sample_scene
+from vlm.synthetic.tower_pretraining import pretrain_vision_tower
+
+EOS_TOKEN = "<|endoftext|>"
+
+
+@dataclass
+class TinyPreset:
+    """Sizes of the embedded default (about 1.7M parameters at these values)."""
+
+    image_size: int = field(default=64, metadata={"help": "Side of the square input image of the tower, in pixels."})
+    # 64 px / 16 -> 16 patches + CLS = 17 image tokens
+    patch_size: int = field(default=16, metadata={"help": "Side of a vision patch, in pixels (divides image_size)."})
+    vision_hidden_size: int = field(default=128, metadata={"help": "Width of the CLIP vision tower."})
+    vision_layers: int = field(default=3, metadata={"help": "Transformer layers of the vision tower."})
+    vision_heads: int = field(
+        default=4, metadata={"help": "Attention heads of the vision tower (also the projector's encoder layer)."}
+    )
+    text_hidden_size: int = field(default=128, metadata={"help": "Width (n_embd) of the GPT-2 language model."})
+    text_layers: int = field(default=4, metadata={"help": "Transformer layers (n_layer) of the language model."})
+    text_heads: int = field(default=4, metadata={"help": "Attention heads (n_head) of the language model."})
+    max_positions: int = field(
+        default=512, metadata={"help": "Longest sequence in tokens (n_positions, the tokenizer's model_max_length)."}
+    )
+    vocab_size: int = field(
+        default=1024, metadata={"help": "Tokens of the byte-level BPE tokenizer trained on the synthetic corpus."}
+    )
+    corpus_scenes: int = field(
+        default=3000, metadata={"help": "Synthetic scenes whose questions, answers and texts train the tokenizer."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the tokenizer corpus, the random weights and the tower pre-training."}
+    )
+    # Pre-train the vision tower in code (CLIP's contrastive loss on scene descriptions;
+    # vlm/synthetic/tower_pretraining.py).
+    vision_pretrain_steps: int = field(
+        default=0,
+        metadata={"help": "Optimizer steps of the in-code contrastive pre-training of the tower; 0 keeps it random."},
+    )
+    vision_pretrain_batch_size: int = field(
+        default=128, metadata={"help": "Image-text pairs per step of the tower pre-training."}
+    )
+    vision_pretrain_learning_rate: float = field(
+        default=2e-3, metadata={"help": "Peak learning rate (AdamW, one-cycle schedule) of the tower pre-training."}
+    )
+
+    def vision_config_kwargs(self) -> dict:
+        """`CLIPVisionConfig` arguments of this preset's tower (the builder and the benchmark share them)."""
+        return dict(
+            hidden_size=self.vision_hidden_size,
+            intermediate_size=4 * self.vision_hidden_size,
+            num_hidden_layers=self.vision_layers,
+            num_attention_heads=self.vision_heads,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+        )
+
+
+def synthetic_corpus(n_scenes: int, seed: int) -> list[str]:
+    """Text the tiny tokenizer is trained on: the questions, answers and conversations the generator writes."""
+    rng = random.Random(f"corpus-{seed}")
+    texts = [LLAVA_SYSTEM, "USER: ASSISTANT: Answer the question using a single word or phrase."]
+    for _ in range(n_scenes):
+        scene = sample_scene(rng)
+        questions = sample_questions(scene, rng, per_image=5)
+        texts += [f"Q: {q.question} A: {q.answer}" for q in questions]
+        texts += [m["value"].replace("<image>", "") for m in conversation(scene, questions, rng)]
+    return texts
+
+
+def train_tiny_tokenizer(preset: TinyPreset) -> PreTrainedTokenizerFast:
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        synthetic_corpus(preset.corpus_scenes, preset.seed),
+        vocab_size=preset.vocab_size,
+        min_frequency=2,
+        special_tokens=[EOS_TOKEN],
+        show_progress=False,
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        model_max_length=preset.max_positions,
+    )
+
+
+def build_tiny_vlm(preset: TinyPreset | None = None, **config_kwargs):
+    """Build the tiny VLM and its processor in code: a CLIP vision tower (random, or pre-trained here with
+    `vision_pretrain_steps`), a random GPT-2 and a tokenizer trained on the synthetic corpus."""
+    preset = preset or TinyPreset()
+    torch.manual_seed(preset.seed)
+    tokenizer = train_tiny_tokenizer(preset)
+    vision_config = CLIPVisionConfig(**preset.vision_config_kwargs())
+    lm = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=preset.max_positions,
+            n_embd=preset.text_hidden_size,
+            n_layer=preset.text_layers,
+            n_head=preset.text_heads,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": preset.image_size},
+        crop_size={"height": preset.image_size, "width": preset.image_size},
+    )
+    if preset.vision_pretrain_steps > 0:
+        vision, _ = pretrain_vision_tower(
+            vision_config,
+            tokenizer,
+            image_processor.image_mean,
+            image_processor.image_std,
+            steps=preset.vision_pretrain_steps,
+            batch_size=preset.vision_pretrain_batch_size,
+            learning_rate=preset.vision_pretrain_learning_rate,
+            seed=preset.seed,
+        )
+    else:
+        vision = CLIPVisionModel(vision_config)
+    config_kwargs.setdefault("projector_num_heads", preset.vision_heads)
+    return build_vlm(vision, lm, tokenizer, image_processor, **config_kwargs)
