@@ -75,14 +75,14 @@ class GenerateConfig(GenerationSettings):
 def generate(cfg: GenerateConfig) -> dict:
     if not cfg.model or not cfg.data:
         raise ValueError("label generate needs --model CHECKPOINT and --data VQA_FOLDER")
+    check_checkpoint(cfg.model, "policy", "--model")
+    if cfg.reward_model:  # checked now, not after sampling every answer
+        check_checkpoint(cfg.reward_model, "reward model", "--reward_model")
     if Path(cfg.out).exists() and not cfg.overwrite:  # checked before an hour of sampling, not after
         raise FileExistsError(
             f"{cfg.out} already exists (answers written before, maybe pushed and labelled): pass --overwrite true to "
             f"replace it (its gold key {gold_key_path(cfg.out).name} is removed too), or choose another --out"
         )
-    check_checkpoint(cfg.model, "policy", "--model")
-    if cfg.reward_model:  # checked now, not after sampling every answer
-        check_checkpoint(cfg.reward_model, "reward model", "--reward_model")
     if cfg.questions < 1 or cfg.samples < 1:
         raise ValueError(f"--questions and --samples must be at least 1 (got {cfg.questions}, {cfg.samples})")
     if cfg.select and not cfg.budget:

@@ -29,8 +29,7 @@ from vlm.io import atomic_write_json
 from vlm.labels.answers import read_answers
 from vlm.labels.gold import read_gold
 from vlm.labels.store import LabelStore, label_stats
-
-SUMMARY = "summary.json"
+from vlm.training.resume import SUMMARY
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """PPO checkpoints on disk: writing, listing, pruning and loading them, the best policy and the final one.
 
-A checkpoint is `<output_dir>/checkpoint-<update>/`: accelerate's state (policy + value wrapper, optimizer,
-scheduler, RNG; the trainer registers the scheduler) and `ppo_state.json`, the loop's own state (update, episode,
-log history, best evaluation, starting answer length, world size). It is written to `.tmp-checkpoint-<update>/`
-and renamed when whole, and only folders holding `ppo_state.json` count, so a run killed while saving keeps (and
-resumes from) its previous checkpoint. A policy saved alone (`best/`, the final policy) is HF format.
+A checkpoint is `<output_dir>/checkpoint-<update>/`: accelerate's state (policy + value wrapper as safetensors;
+optimizer and RNG, which accelerate loads with `torch.load(weights_only=True)`) and `ppo_state.json`, the loop's own
+state (update, episode, log history, best evaluation, starting answer length, world size). It is written to
+`.tmp-checkpoint-<update>/` and renamed when whole, and only folders holding `ppo_state.json` count, so a run killed
+while saving keeps (and resumes from) its previous checkpoint. The learning-rate scheduler is not saved: it is a
+function of the update, rebuilt on resume, so nothing in a checkpoint is unpickled with arbitrary code. A policy
+saved alone (`best/`, the final policy) is HF format.
 
 Every function here is called on every rank; the file system is touched by rank 0 only.
 """

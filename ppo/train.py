@@ -29,7 +29,7 @@ from vlm.model.builder import check_checkpoint, load_vlm
 from vlm.model.modeling_vlm import VLMForSequenceClassification
 from vlm.training.adaptation import language_model_lora, trainable_parameters
 from vlm.training.feature_bank import vision_fingerprint
-from vlm.training.resume import SUMMARY, is_complete
+from vlm.training.resume import SUMMARY, refuse_if_complete
 
 logger = logging.getLogger(__name__)
 
@@ -200,12 +200,12 @@ def _summary(trainer: VLMPPOTrainer, checksums: list[str], seconds: float) -> di
 
 
 def train(cfg: VLMPPOConfig) -> Path:
-    if is_complete(cfg.output_dir):
-        raise FileExistsError(f"{cfg.output_dir} already holds a finished PPO run ({SUMMARY}); choose another one")
+    refuse_if_complete(cfg.output_dir, "PPO run")
     if not cfg.resume and list(Path(cfg.output_dir).glob("checkpoint-*")):
         raise FileExistsError(f"{cfg.output_dir} holds checkpoints of an earlier run: add --resume, or choose another")
-    record_config(cfg, out=cfg.output_dir)
-    return run(build_trainer(cfg))
+    trainer = build_trainer(cfg)
+    record_config(cfg, out=cfg.output_dir)  # once the inputs are checked: a refused run writes nothing
+    return run(trainer)
 
 
 def main(argv=None) -> Path:

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -95,7 +96,6 @@ class VLMPPOTrainer(PPOTrainer):
         )
         if reward_model is None:
             self.reward_model = None
-        self.accelerator.register_for_checkpointing(self.lr_scheduler)
         self.tokenizer, self.vqa, self.store = tokenizer, vqa, store
         self.reward_fn, self.evaluator = reward_fn, evaluator
         self.pad_id = tokenizer.pad_token_id
@@ -335,6 +335,13 @@ class VLMPPOTrainer(PPOTrainer):
             return 0
         last, state = found
         self.state.global_step, self.state.episode = state["global_step"], state["episode"]
+        # The scheduler is a function of the update: rebuilt by stepping, not unpickled. Accelerate would load a
+        # registered one with `torch.load(weights_only=False)` (accelerate 1.15 `load_custom_state`), which runs
+        # whatever code a checkpoint folder from someone else holds.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")  # "called before optimizer.step()"
+            for _ in range(state["global_step"]):
+                self.lr_scheduler.step()
         self.state.log_history = state["log_history"]
         self.best, self.start_length = state["best"], state["start_length"]
         self.resumed_from = str(last)

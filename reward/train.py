@@ -29,7 +29,7 @@ from vlm.model.modeling_vlm import VLMForSequenceClassification
 from vlm.model.reward_scoring import score_answers
 from vlm.training.adaptation import apply_freeze_overrides, language_model_lora, trainable_parameters
 from vlm.training.feature_bank import image_inputs, shared_feature_bank
-from vlm.training.resume import SUMMARY, is_complete, run_facts, save_final, train_resumably
+from vlm.training.resume import SUMMARY, refuse_if_complete, run_facts, save_final, train_resumably
 
 logger = logging.getLogger(__name__)
 RELIABILITY = "reliability.png"
@@ -116,11 +116,10 @@ def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig, ban
 
 
 def train(cfg: RewardConfig) -> Path:
-    if is_complete(cfg.output_dir):
-        raise FileExistsError(f"{cfg.output_dir} already holds a finished reward model ({SUMMARY}); choose another")
-    record_config(cfg, out=cfg.output_dir)
+    refuse_if_complete(cfg.output_dir, "reward model")
     started = time.time()
     trainer, rows, balance = build_trainer(cfg)
+    record_config(cfg, out=cfg.output_dir)  # once the inputs are checked: a refused run writes nothing
     out = Path(cfg.output_dir)
     result, last = train_resumably(trainer, out)
     if save_final(trainer, out, merge_lora=bool(cfg.lora)):

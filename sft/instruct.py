@@ -29,7 +29,7 @@ from vlm.io import atomic_write_json
 from vlm.model.chat_template import ensure_chat_template
 from vlm.training.adaptation import trainable_parameters
 from vlm.training.feature_bank import shared_feature_bank
-from vlm.training.resume import SUMMARY, is_complete, run_facts, save_final, train_resumably
+from vlm.training.resume import SUMMARY, refuse_if_complete, run_facts, save_final, train_resumably
 
 logger = logging.getLogger(__name__)
 START_EVAL = "start_eval.json"
@@ -76,10 +76,9 @@ def build_trainer(cfg: InstructConfig) -> tuple[SFTTrainer, dict]:
 def train(cfg: InstructConfig, built: tuple[SFTTrainer, dict] | None = None) -> Path:
     """Train (resuming from the last checkpoint in `output_dir`), then save the model, its processor with the chat
     template and `summary.json`. `built`: a `build_trainer(cfg)` result to use (tests add callbacks to it)."""
-    if is_complete(cfg.output_dir):
-        raise FileExistsError(f"{cfg.output_dir} already holds a finished instruct run ({SUMMARY}); choose another")
-    record_config(cfg, out=cfg.output_dir)
+    refuse_if_complete(cfg.output_dir, "instruct run")
     trainer, facts = built or build_trainer(cfg)
+    record_config(cfg, out=cfg.output_dir)  # once the inputs are checked: a refused run writes nothing
     out = Path(cfg.output_dir)
     started = time.time()
     first_eval = _start_eval_loss(trainer, out)

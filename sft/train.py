@@ -22,7 +22,7 @@ from vlm.data.vqa import load_vqa
 from vlm.io import atomic_write_json
 from vlm.training.adaptation import trainable_parameters
 from vlm.training.feature_bank import shared_feature_bank
-from vlm.training.resume import SUMMARY, is_complete, run_facts, save_final, train_resumably
+from vlm.training.resume import SUMMARY, refuse_if_complete, run_facts, save_final, train_resumably
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +55,10 @@ def build_trainer(cfg: VQASFTConfig) -> SFTTrainer:
 
 
 def train(cfg: VQASFTConfig) -> Path:
-    if is_complete(cfg.output_dir):
-        raise FileExistsError(f"{cfg.output_dir} already holds a finished SFT run ({SUMMARY}); choose another one")
-    record_config(cfg, out=cfg.output_dir)
-    return run_training(build_trainer(cfg), cfg)
+    refuse_if_complete(cfg.output_dir, "SFT run")
+    trainer = build_trainer(cfg)
+    record_config(cfg, out=cfg.output_dir)  # once the inputs are checked: a refused run writes nothing
+    return run_training(trainer, cfg)
 
 
 def run_training(trainer: SFTTrainer, cfg: VQASFTConfig) -> Path:

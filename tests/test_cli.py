@@ -153,7 +153,7 @@ def test_init_model_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("preset: tiny\nlayers: 3\n")
     assert main(["init-model", "--config", str(bad), "--out", str(tmp_path / "y")]) == 2
-    assert "Unknown arguments from config file: ['--layers'" in capsys.readouterr().err
+    assert f"{bad}: unknown key 'layers' (did you mean 'text_layers'?)" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
 
 

@@ -17,7 +17,8 @@ item, and no image on both sides. `vlm-rlhf instruct` from a PPO checkpoint and 
 the held-out loss, reloads with the template and stops at EOS on every reply; a real 2-process `accelerate launch
 -m sft.instruct` (world size 2) does the same. `assistant_only_loss: true` (flag or YAML), malformed JSON and a
 `max_length` nothing fits each give one clear error and write nothing; a turn over `max_length` is dropped and
-counted. A run killed after its step-2 checkpoint resumes to the same step count with the same start loss. With
+counted. A run killed after its step-2 checkpoint resumes to the same step count with the same start loss; a
+partial checkpoint (no RNG, scheduler or trainer state) beside a complete one is set aside on resume. With
 LoRA only the adapters and the projector train and the saved (merged) model has the tower of its start.
 `data instruct-mix` refuses unknown kinds and data without scenes, and writes one item per scene.
 """

@@ -13,8 +13,10 @@ after the second page of a pull -> a clear error, two intact rows, and a pull fr
 without duplicates. A missing image (nothing created), an unknown verdict (the readable labels stored, the bad one
 named), a foreign project (refused by push and pull). A personal access token and the legacy token both work, a
 wrong key and a closed port give clear errors, and no key appears in any output, log or store file. `label serve`
-starts, prints how to log in without the key, and stops on SIGTERM. The pipeline pushes, stops until people have
-labelled, then pulls on the re-run.
+starts, prints how to log in without the key (its key-export line works with no `python` on PATH), and stops on
+SIGTERM; a busy port is refused before anything starts, Label Studio moving off a port taken meanwhile is caught and
+stopped, and another server on the port is told apart from ours. The server's command line holds neither secret and
+its state dir is 0700. The pipeline pushes, stops until people have labelled, then pulls on the re-run.
 """
 
 from __future__ import annotations
@@ -333,9 +335,17 @@ def test_serve_starts_prints_how_to_log_in_and_stops(label_studio_golden, synthe
         if "Ctrl-C stops it" in line or process.poll() is not None:
             break
     printed = "".join(lines)
-    assert f"Label Studio is up at http://127.0.0.1:{port}" in printed
-    assert "log in as admin@localhost.local with password" in printed and "LABEL_STUDIO_API_KEY" in printed
-    assert api_key not in printed
+    try:
+        assert f"Label Studio is up at http://127.0.0.1:{port}" in printed
+        assert "log in as admin@localhost.local with password" in printed and "LABEL_STUDIO_API_KEY" in printed
+        assert api_key not in printed
+        assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["status"] == "UP"
+    finally:  # stopped whatever failed above: a server left running would outlive the test
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0 and "Label Studio stopped." in rest
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
     # The key-export line works from a shell whose PATH has no `python` (it names the interpreter running serve).
     export = next(line for line in lines if "export LABEL_STUDIO_API_KEY=" in line)
     export = export[export.index("export ") :].strip()
@@ -347,12 +357,6 @@ def test_serve_starts_prints_how_to_log_in_and_stops(label_studio_golden, synthe
         timeout=60,
     )
     assert shell.stdout == api_key, (export, shell.stderr)
-    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["status"] == "UP"
-    process.send_signal(signal.SIGTERM)
-    rest, _ = process.communicate(timeout=60)
-    assert process.returncode == 0 and "Label Studio stopped." in rest
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
 
 
 def test_serve_refuses_a_busy_port(synthetic_data, tmp_path, capsys):
@@ -378,9 +382,12 @@ def test_start_notices_label_studio_moving_off_a_busy_port(label_studio, label_s
     monkeypatch.setattr("labeling.label_studio_server.port_in_use", lambda host, port: False, raising=False)
     late = LabelStudioServer(copy_state_dir(label_studio_golden, tmp_path / "late"), port=label_studio.port)
     moved = rf"127.0.0.1:{label_studio.port} was taken before Label Studio could bind it, and .* moved on to .*\d+"
-    with pytest.raises(LabelStudioServerError, match=moved):
-        late.start(timeout=120)
-    assert late.process.poll() is not None
+    try:
+        with pytest.raises(LabelStudioServerError, match=moved):
+            late.start(timeout=120)
+        assert late.process.poll() is not None
+    finally:
+        late.stop()
 
     # The server answering on a port is ours when it is our admin behind this state dir's key, not another's.
     label_studio.check_identity()

@@ -1,7 +1,10 @@
 """Stage 2 without a server: answer records, the label store, aggregation, the labeling config, the simulator.
 
 Store versions and atomic parts (an append never rewrites history, an interrupted write leaves no part, a second
-writer waits for the lock, each part is read once across appends, bad rows are refused and corrupt lines named);
+writer waits for the lock, each part is read once across appends, bad rows are refused and corrupt lines named, a
+killed append's temporary part is removed by the next append and by `labels stats`, the folder is synced after the
+rename); `label generate` refuses an existing output unless `--overwrite true`, which drops the stale gold key; a
+JWT-shaped key the SDK rejects in its constructor is a one-line refusal;
 majority and tie aggregation and pairwise agreement on a hand-made table, Cohen's kappa and Krippendorff's alpha on
 hand-computed tables; answers-file errors name the line; our labeling config is told apart from others'; sampled
 answers are reproducible with duplicates merged; simulated annotators match the ground truth at 0 % error and flip

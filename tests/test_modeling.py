@@ -8,7 +8,9 @@ resolve (causal LM, processor, sequence classifier sharing the backbone); the LM
 cached greedy generation equals a step-by-step re-forward, batched left-padded generation equals one-by-one, and the
 vision tower runs once per `generate`; the sequence classifier reads the last token and sees the image; freezing is
 configuration; bad configs are refused; the backbone path TRL's chunked loss and PPO reward/value path call sees the
-image; bf16 runs; cached vision features give the logits of pixel values; a sampled `<image>` in a response is text.
+image; bf16 runs; cached vision features give the logits of pixel values; a sampled `<image>` in a response is text;
+the Trainer's resume load does not report the tied `lm_head.weight` missing but does report a real gap; a truncated
+`model.safetensors` is one `error:` line naming it (exit code 2).
 """
 
 import contextlib

@@ -156,6 +156,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_checkpoint, synthetic_dat
     with pytest.raises(KeyboardInterrupt):
         run(build_trainer(config(tmp_path / "cut"), callbacks=[KillAfterFirstCheckpoint()]))
     assert [p.name for p in (tmp_path / "cut").glob("checkpoint-*")] == ["checkpoint-2"]
+    assert not list((tmp_path / "cut/checkpoint-2").glob("custom_checkpoint_*"))  # no scheduler pickle to load
     with pytest.raises(FileExistsError, match="--resume"):
         from ppo.train import train
 
@@ -166,7 +167,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_checkpoint, synthetic_dat
     assert resumed.rows_by_update == {k: v for k, v in whole.rows_by_update.items() if k > 2}  # same data order
     first_whole, first_resumed = _updates(whole)[2], _updates(resumed)[2]
     assert first_resumed["step"] == first_whole["step"] == 3
-    for key in ("objective/scores", "objective/kl", "loss/value_avg", "loss/policy_avg", "policy/approxkl_avg"):
+    for key in ("lr", "objective/scores", "objective/kl", "loss/value_avg", "loss/policy_avg", "policy/approxkl_avg"):
         assert first_resumed[key] == pytest.approx(first_whole[key], abs=1e-5), key
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["updates"] == 4

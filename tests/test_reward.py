@@ -9,7 +9,8 @@ split; 2-of-3 labels weigh 0.67, `min_agreement` drops them, unsure answers and 
 store and too few labels are refused with their counts; `reward score` adds `reward`, `p_correct` = sigmoid(reward)
 and `reward_model`, and refuses a checkpoint that is not a reward model; ECE on a hand-made table; LoRA (adapters,
 projector and head train; the saved model is merged and scores as measured; TensorBoard logs); gold filtering drops
-a careless annotator; a real 2-process `accelerate launch -m reward train` on CPU.
+a careless annotator; a real 2-process `accelerate launch -m reward train` on CPU; a partial checkpoint (config and
+weights only) beside a complete one is set aside and the complete one resumed.
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
 The exact positions that carry loss for known rows (answer + EOS only; question, image and padding never); the same
 loss from cached features and from live vision; an SFT run that lowers the loss, writes `summary.json` and
 TensorBoard logs and refuses to overwrite itself; a run killed after its step-3 checkpoint that resumes to the same
-step count, the same remaining batches and the same weights as an uninterrupted run; LLaVA's two steps (only the
-projector changes, then projector + LM); LoRA (only adapters and the projector train, the saved model is merged);
-bad configs get clear errors; the `vlm-rlhf sft` command line (exit code 2, nothing written, on a missing folder);
-a real 2-process `accelerate launch -m sft` on CPU (world size 2); sampled human answers that vary.
+step count, the same remaining batches and the same weights as an uninterrupted run; `python -m sft` killed with
+SIGKILL while writing checkpoint-4 sets the partial folder aside on the next run and resumes from checkpoint-2;
+LLaVA's two steps (only the projector changes, then projector + LM); LoRA (only adapters and the projector train,
+the saved model is merged); bad configs get clear errors; the `vlm-rlhf sft` command line (exit code 2, nothing
+written, on a missing folder); a real 2-process `accelerate launch -m sft` on CPU (world size 2); sampled human
+answers that vary.
 """
 
 from __future__ import annotations

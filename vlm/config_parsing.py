@@ -50,6 +50,10 @@ class _Parser(TrlParser):
         raise ValueError(message)
 
 
+# Fields where "none" is a value of its own, not a missing one (transformers: `report_to none` = no integrations).
+NONE_IS_A_VALUE = {"report_to"}
+
+
 def _optional_fields(dataclass_types: Sequence[type]) -> set[str]:
     """Fields that may be None: `--key none` (or `null`) on the command line sets them to None, as `key: null` in
     YAML does (argparse alone would pass the string "none")."""
@@ -57,7 +61,7 @@ def _optional_fields(dataclass_types: Sequence[type]) -> set[str]:
     for dtype in dataclass_types:
         hints = typing.get_type_hints(dtype)
         names |= {f.name for f in dataclasses.fields(dtype) if type(None) in typing.get_args(hints.get(f.name))}
-    return names
+    return names - NONE_IS_A_VALUE
 
 
 def _yaml_settings(path: str, parser: _Parser) -> dict:

@@ -185,7 +185,7 @@ def format_results(report: dict) -> str:
 def main(argv=None) -> dict:
     argv = _merge_repeated(_merge_repeated(list(argv or []), "--model"), "--name")
     (cfg,) = parse_config((EvalConfig,), argv, prog="vlm-rlhf eval")
-    record_config(cfg, out=cfg.out)
     report = evaluate(cfg)
+    record_config(cfg, out=cfg.out)
     logger.info("wrote %s", Path(cfg.out) / "report.md")
     return report

@@ -26,7 +26,7 @@ from vlm.config_parsing import parse_config, record_config
 from vlm.data.vqa import load_vqa
 from vlm.eval.metrics import vqa_accuracy
 from vlm.io import atomic_write_json
-from vlm.model.builder import is_vlm_checkpoint
+from vlm.model.builder import check_checkpoint, is_vlm_checkpoint
 from vlm.synthetic.dataset import SPLITS
 from vlm.synthetic.instruct_mix import mix_file
 from vlm.training.resume import SUMMARY, is_complete
@@ -195,9 +195,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
     ppo_dir = run.model("ppo")
     ppo_start = sft_dir / cfg.ppo_from_sft_checkpoint if cfg.ppo_from_sft_checkpoint else sft_dir
-    if not is_vlm_checkpoint(ppo_start):
+    if cfg.ppo_from_sft_checkpoint and not ppo_start.is_dir():
         raise ValueError(f"ppo_from_sft_checkpoint: {ppo_start} is not a checkpoint of the SFT run (keep it with "
                          "save_total_limit in the SFT config)")  # fmt: skip
+    check_checkpoint(ppo_start, "policy", "ppo_from_sft_checkpoint")
     if not is_complete(ppo_dir):
         run_command(
             "ppo",

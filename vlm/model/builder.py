@@ -140,8 +140,7 @@ def check_checkpoint(path: str | Path, role: str | None = None, flag: str | None
         raise ValueError(f"{path} is not a vlm-rlhf checkpoint (no config.json with model_type 'vlm_rlhf')")
     if role is None:
         return
-    if role not in ROLES:
-        raise ValueError(f"unknown checkpoint role {role!r}; expected one of {list(ROLES)}")
+    assert role in ROLES, f"unknown checkpoint role {role!r}; expected one of {list(ROLES)}"
     architectures = _saved_config(path).get("architectures") or []
     if ROLES[role] in architectures:
         return

@@ -44,6 +44,12 @@ def is_complete(output_dir: str | Path) -> bool:
     return (Path(output_dir) / SUMMARY).is_file()
 
 
+def refuse_if_complete(output_dir: str | Path, run: str) -> None:
+    """Stop before a stage would train again into, and overwrite, a finished `run` ("SFT run", "reward model")."""
+    if is_complete(output_dir):
+        raise FileExistsError(f"{output_dir} already holds a finished {run} ({SUMMARY}); choose another one")
+
+
 def checkpoint_gaps(folder: Path, save_only_model: bool = False) -> list[str]:
     """What the Trainer checkpoint `folder` lacks to be resumed from, by the names the Trainer writes (empty when it
     is complete). DeepSpeed keeps the optimizer and scheduler (and under ZeRO-3 the weights) in `global_step*/`, FSDP
@@ -99,16 +105,15 @@ def train_resumably(trainer, output_dir: str | Path):
     resumed from or None)."""
     out = Path(output_dir)
     last, incomplete = last_complete_checkpoint(out, trainer.args.save_only_model) if out.is_dir() else (None, {})
-    if incomplete:
-        trainer.accelerator.wait_for_everyone()  # every process has chosen `last` before a folder moves
-        if trainer.args.should_save:
-            for folder, gaps in incomplete.items():
-                aside = set_aside(folder)
-                logger.warning(
-                    "%s is incomplete (no %s): a run stopped while writing it; set aside as %s, resuming from %s",
-                    folder, ", ".join(gaps), aside.name, last.name if last else "the start",
-                )  # fmt: skip
-        trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.wait_for_everyone()  # every process has chosen `last` before a folder moves
+    if trainer.args.should_save:
+        for folder, gaps in incomplete.items():
+            aside = set_aside(folder)
+            logger.warning(
+                "%s is incomplete (no %s): a run stopped while writing it; set aside as %s, resuming from %s",
+                folder, ", ".join(gaps), aside.name, last.name if last else "the start",
+            )  # fmt: skip
+    trainer.accelerator.wait_for_everyone()
     resumed = str(last) if last else None
     if resumed:
         logger.info("resuming from %s", resumed)
