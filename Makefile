@@ -34,8 +34,10 @@ $(CHROMIUM):
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
+# ruff lints and formats (the formatter decides layout: no hand-kept `# fmt: skip` blocks)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf runs .pytest_cache test-artifacts

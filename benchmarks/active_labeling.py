@@ -39,28 +39,62 @@ from vlm.model.reward_scoring import load_reward_model, score_answers
 def _pool(args, out: Path, seed: int, select: str | None, store: Path | None = None, rm: Path | None = None) -> Path:
     answers = out / "answers.jsonl"
     if not answers.is_file():
-        generate(GenerateConfig(
-            model=args.sft, data=args.data, split="train2014", questions=args.pool, samples=4, out=str(answers),
-            seed=seed, select=select, budget=args.budget if select else None, random_fraction=0.1,
-            reward_model=str(rm) if rm else None, skip_labelled=str(store) if store else None, max_new_tokens=8,
-        ))  # fmt: skip
+        generate(
+            GenerateConfig(
+                model=args.sft,
+                data=args.data,
+                split="train2014",
+                questions=args.pool,
+                samples=4,
+                out=str(answers),
+                seed=seed,
+                select=select,
+                budget=args.budget if select else None,
+                random_fraction=0.1,
+                reward_model=str(rm) if rm else None,
+                skip_labelled=str(store) if store else None,
+                max_new_tokens=8,
+            )
+        )
     return answers
 
 
 def _label(answers: Path, store: Path, seed: int, error_rates: str, gold_rate: float = 0.0) -> None:
-    simulate(SimulateConfig(answers=str(answers), store=str(store), annotators=3, per_answer=2,
-                            error_rates=error_rates, gold_rate=gold_rate, seed=seed))  # fmt: skip
+    simulate(
+        SimulateConfig(
+            answers=str(answers),
+            store=str(store),
+            annotators=3,
+            per_answer=2,
+            error_rates=error_rates,
+            gold_rate=gold_rate,
+            seed=seed,
+        )
+    )
 
 
 def _reward(args, store: Path, out: Path, seed: int, **extra) -> Path:
     if not (out / "summary.json").is_file():
         cfg = RewardConfig(
-            init_from=args.sft, label_store=str(store), output_dir=str(out), learning_rate=1e-4, num_train_epochs=3,
-            per_device_train_batch_size=32, per_device_eval_batch_size=128, lr_scheduler_type="cosine",
-            warmup_steps=0.05, min_labels=args.min_labels, eval_fraction=args.eval_fraction, cache_vision_features=True,
-            vision_feature_cache=str(Path(args.work) / "cache"), save_strategy="no", report_to="none",
-            disable_tqdm=True, seed=seed, **extra,
-        )  # fmt: skip
+            init_from=args.sft,
+            label_store=str(store),
+            output_dir=str(out),
+            learning_rate=1e-4,
+            num_train_epochs=3,
+            per_device_train_batch_size=32,
+            per_device_eval_batch_size=128,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.05,
+            min_labels=args.min_labels,
+            eval_fraction=args.eval_fraction,
+            cache_vision_features=True,
+            vision_feature_cache=str(Path(args.work) / "cache"),
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            seed=seed,
+            **extra,
+        )
         train_reward(cfg)
     return out
 
@@ -70,8 +104,18 @@ def _val_set(args) -> list[dict]:
     out = Path(args.work) / "val"
     answers = out / "answers.jsonl"
     if not answers.is_file():
-        generate(GenerateConfig(model=args.sft, data=args.data, split="val2014", questions=10**6, samples=2,
-                                out=str(answers), seed=12345, max_new_tokens=8))  # fmt: skip
+        generate(
+            GenerateConfig(
+                model=args.sft,
+                data=args.data,
+                split="val2014",
+                questions=10**6,
+                samples=2,
+                out=str(answers),
+                seed=12345,
+                max_new_tokens=8,
+            )
+        )
     truth = {q["question_id"]: q["answers"] for q in load_vqa(args.data, "val2014")}
     records = read_answers(answers)
     for r in records:
@@ -112,8 +156,14 @@ def run_seed(args, seed: int, val: list[dict]) -> dict:
         _label(answers, store, seed, rates, args.gold_rate)
         results[name] = agreement_with_truth(_reward(args, store, root / name / "rm", seed), val)
     gold = [str(gold_key_path(root / "noisy" / "round-1" / "answers.jsonl"))]
-    filtered = _reward(args, root / "noisy" / "store", root / "noisy" / "rm-filtered", seed, gold=gold,
-                       min_gold_accuracy=args.min_gold_accuracy)  # fmt: skip
+    filtered = _reward(
+        args,
+        root / "noisy" / "store",
+        root / "noisy" / "rm-filtered",
+        seed,
+        gold=gold,
+        min_gold_accuracy=args.min_gold_accuracy,
+    )
     results["filtered"] = agreement_with_truth(filtered, val)
     return results
 
@@ -150,12 +200,15 @@ def main() -> None:
     lost = [c - n for c, n in zip(summary["clean"], summary["noisy"])]
     recovered = [f - n for f, n in zip(summary["filtered"], summary["noisy"])]
     print(f"active - random: {100 * statistics.mean(gain):+.1f} points (target >= +3)")
-    print(f"lost to the bad annotator: {100 * statistics.mean(lost):.1f} points; "
-          f"recovered by gold filtering: {100 * statistics.mean(recovered):.1f} points (target: >= half)")  # fmt: skip
+    print(
+        f"lost to the bad annotator: {100 * statistics.mean(lost):.1f} points; "
+        f"recovered by gold filtering: {100 * statistics.mean(recovered):.1f} points (target: >= half)"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"args": vars(args), "per_seed": per_seed, "val_answers": len(val)},
-                                             indent=2))  # fmt: skip
+        Path(args.out).write_text(
+            json.dumps({"args": vars(args), "per_seed": per_seed, "val_answers": len(val)}, indent=2)
+        )
 
 
 if __name__ == "__main__":

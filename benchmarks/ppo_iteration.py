@@ -88,8 +88,19 @@ def table(trl: dict, mine: dict, ppo_epochs: int) -> list[str]:
     return lines
 
 
-PASSED = ("size", "batch", "micro_batch", "rollout_batch", "response_length", "ppo_epochs", "temperature",
-          "missing_eos_penalty", "iterations", "vision_inputs", "seed")  # fmt: skip
+PASSED = (
+    "size",
+    "batch",
+    "micro_batch",
+    "rollout_batch",
+    "response_length",
+    "ppo_epochs",
+    "temperature",
+    "missing_eos_penalty",
+    "iterations",
+    "vision_inputs",
+    "seed",
+)
 
 
 def run_side(args, side: str, work: Path, prompt_length: int | None = None) -> dict:

@@ -186,17 +186,23 @@ def run_trl(args, work: Path, prompt_length: int) -> dict:
     collect = clock.wrap(gc.collect, "gc.collect", name=f"{module}.gc.collect")
     original_gather = trainer.accelerator.gather_for_metrics
     with patched(
-        (trainer.accelerator, "gather_for_metrics",
-         clock.counted(gather_for_metrics, "Accelerator.gather_for_metrics", "the end of the update window")),
+        (
+            trainer.accelerator,
+            "gather_for_metrics",
+            clock.counted(gather_for_metrics, "Accelerator.gather_for_metrics", "the end of the update window"),
+        ),
         clock.wrap_attribute(trainer, "log", "metrics + log"),
         clock.wrap_attribute(theirs, "batch_generation", "generation", note=record_generation),
         (theirs, "forward", clock.counted(timed_forward, f"{module}.forward", "update window / scoring")),
-        (theirs, "selective_log_softmax",
-         clock.counted(timed_log_softmax, f"{module}.selective_log_softmax", "generation / scoring / update")),
+        (
+            theirs,
+            "selective_log_softmax",
+            clock.counted(timed_log_softmax, f"{module}.selective_log_softmax", "generation / scoring / update"),
+        ),
         clock.wrap_attribute(theirs, "get_reward", "scoring"),
         clock.wrap_attribute(theirs, "empty_cache", "empty_cache"),
         (theirs, "gc", types.SimpleNamespace(collect=collect)),
-    ):  # fmt: skip
+    ):
         trainer.train()
     clock.check_calls()
     info = dict(clock.notes)

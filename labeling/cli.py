@@ -94,9 +94,10 @@ def format_stats(stats: dict) -> str:
             f"median {q['median_lead_time']:.1f} s/task" if q["median_lead_time"] is not None else "",
         ]
         lines.append(
-            f"  {annotator:<{width}}  " + ", ".join(f"{v} {counts[v]}" for v in VERDICTS)
+            f"  {annotator:<{width}}  "
+            + ", ".join(f"{v} {counts[v]}" for v in VERDICTS)
             + "".join(f"; {e}" for e in extra if e)
-        )  # fmt: skip
+        )
     return "\n".join(lines)
 
 

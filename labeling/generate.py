@@ -45,17 +45,22 @@ class GenerateConfig(GenerationSettings):
     out: str = field(default="answers.jsonl", metadata={"help": "Where the answer records are written."})
     overwrite: bool = field(
         default=False,
-        metadata={"help": "Replace an existing --out (answers written before, maybe pushed and labelled) and remove "
-                          "its gold key <out>.gold.jsonl, which belongs to the answers replaced; false: refuse."},
-    )  # fmt: skip
+        metadata={
+            "help": "Replace an existing --out (answers written before, maybe pushed and labelled) and remove "
+            "its gold key <out>.gold.jsonl, which belongs to the answers replaced; false: refuse."
+        },
+    )
     seed: int = field(
         default=0, metadata={"help": "Seed of the question draw, the answer sampling and the --select choice."}
     )
     select: str | None = field(
         default=None,
-        metadata={"help": "Keep only --budget answers of the pool: random, uncertainty (RM P(correct) nearest 0.5) or "
-                          "disagreement (questions whose samples disagree most).", "choices": list(STRATEGIES)},
-    )  # fmt: skip
+        metadata={
+            "help": "Keep only --budget answers of the pool: random, uncertainty (RM P(correct) nearest 0.5) or "
+            "disagreement (questions whose samples disagree most).",
+            "choices": list(STRATEGIES),
+        },
+    )
     budget: int | None = field(default=None, metadata={"help": "Answers to label, chosen by --select."})
     pool: int | None = field(
         default=None, metadata={"help": "Questions answered to choose from (default: --questions)."}

@@ -58,9 +58,14 @@ def gold_records(records: list[dict], rate: float, seed: int = 0, threshold: flo
         record = {k: template.get(k) for k in ("samples", "model", "data_dir", "split", "sampling") if k in template}
         record |= {
             "answer_id": answer_id(image_key(image), q["question"], answer, template.get("model", "")),
-            "image": image, "image_id": q["image_id"], "question_id": q["question_id"], "question": q["question"],
-            "answer": answer, "count": 1, "finished": True,
-        }  # fmt: skip
+            "image": image,
+            "image_id": q["image_id"],
+            "question_id": q["question_id"],
+            "question": q["question"],
+            "answer": answer,
+            "count": 1,
+            "finished": True,
+        }
         gold.append(record)
         key[record["answer_id"]] = expected
     return gold, key

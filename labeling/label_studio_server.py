@@ -37,8 +37,19 @@ CREDENTIALS = "credentials.json"
 # Variables the server's settings fall back to when set in its environment (a shell's HOST or USERNAME would
 # silently change its bind address or default user; observed with Label Studio 1.23.2, where this is how its
 # settings are meant to be read, not a bug), so they are removed from the child's environment.
-_INHERITED_SETTINGS = ("HOST", "USERNAME", "PASSWORD", "PORT", "DEBUG", "LABEL_STUDIO_HOST", "LABEL_STUDIO_PORT",
-                       "USER_TOKEN", "HEARTEX_USERNAME", "HEARTEX_PASSWORD", "HEARTEX_USER_TOKEN")  # fmt: skip
+_INHERITED_SETTINGS = (
+    "HOST",
+    "USERNAME",
+    "PASSWORD",
+    "PORT",
+    "DEBUG",
+    "LABEL_STUDIO_HOST",
+    "LABEL_STUDIO_PORT",
+    "USER_TOKEN",
+    "HEARTEX_USERNAME",
+    "HEARTEX_PASSWORD",
+    "HEARTEX_USER_TOKEN",
+)
 
 # The admin's e-mail, password and token go to the server through its environment, never its command line (which
 # any local user reads with ps or /proc/<pid>/cmdline; a process's environment only its owner and root can read).
@@ -208,9 +219,17 @@ class LabelStudioServer:
         make_private_dir(self.state_dir)
         # No secret here: the admin's e-mail, password and token go through the environment (_CREDENTIAL_VARIABLES).
         command = [
-            str(binary), "start", "--no-browser", "--internal-host", self.host, "--port", str(self.port),
-            "--data-dir", str(self.state_dir), "--enable-legacy-api-token",
-        ]  # fmt: skip
+            str(binary),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.state_dir),
+            "--enable-legacy-api-token",
+        ]
         self._log_offset = self.log_path.stat().st_size if self.log_path.is_file() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -46,9 +46,11 @@ class PushConfig(ConnectionConfig):
     batch_size: int = field(default=500, metadata={"help": "Tasks per import request."})
     gold_rate: float = field(
         default=0.0,
-        metadata={"help": "Mix in this share of gold answers (known verdict from VQA ground truth; key kept beside "
-                          "the answers file as <answers>.gold.jsonl, never sent to Label Studio)."},
-    )  # fmt: skip
+        metadata={
+            "help": "Mix in this share of gold answers (known verdict from VQA ground truth; key kept beside "
+            "the answers file as <answers>.gold.jsonl, never sent to Label Studio)."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the gold answers' draw."})
 
 

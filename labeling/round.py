@@ -40,9 +40,11 @@ class LabelStudioSettings:
     project: str = field(default="vlm-rlhf answers", metadata={"help": "Project title (created if missing)."})
     document_root: str | None = field(
         default=None,
-        metadata={"help": "The server's local-files document root; default: the data folder (as `label serve "
-                          "--data_dir` serves it)."},
-    )  # fmt: skip
+        metadata={
+            "help": "The server's local-files document root; default: the data folder (as `label serve "
+            "--data_dir` serves it)."
+        },
+    )
     api_key: str | None = field(
         default=None,
         metadata={"help": "API key; default: $LABEL_STUDIO_API_KEY (keep keys out of config files)."},
@@ -72,8 +74,20 @@ class LabelsPending(ServiceError):
 
 # The settings that decide which answers are made and how they are labelled: a labels folder made with other values
 # is refused rather than silently mixed (`round-<r>/plan.json` keeps them).
-PLAN_FIELDS = ("questions", "samples", "temperature", "max_new_tokens", "annotators", "per_answer", "error_rate",
-               "seed", "budget", "random_fraction", "gold_rate", "error_rates")  # fmt: skip
+PLAN_FIELDS = (
+    "questions",
+    "samples",
+    "temperature",
+    "max_new_tokens",
+    "annotators",
+    "per_answer",
+    "error_rate",
+    "seed",
+    "budget",
+    "random_fraction",
+    "gold_rate",
+    "error_rates",
+)
 
 
 @dataclass
@@ -95,9 +109,11 @@ class RoundConfig:
     max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit (tokens)."})
     budget: int | None = field(
         default=None,
-        metadata={"help": "Answers labelled this round, chosen from questions x samples (disagreement in round 1, "
-                          "reward-model uncertainty after); none: label them all."},
-    )  # fmt: skip
+        metadata={
+            "help": "Answers labelled this round, chosen from questions x samples (disagreement in round 1, "
+            "reward-model uncertainty after); none: label them all."
+        },
+    )
     random_fraction: float = field(default=0.1, metadata={"help": "Random slice on top of the budget (unbiased)."})
     gold_rate: float = field(default=0.0, metadata={"help": "Share of gold answers (known verdict) mixed in."})
     annotators: int = field(default=3, metadata={"help": "Simulated annotators."})
@@ -109,9 +125,11 @@ class RoundConfig:
     seed: int = field(default=0, metadata={"help": "Seed of round 1's draws; round r uses seed + r - 1."})
     label_studio: dict | str | None = field(
         default=None,
-        metadata={"help": "Label with people instead: {url, project, document_root, api_key, wait_seconds, "
-                          "poll_seconds, min_labeled} (YAML or JSON); none: simulated annotators."},
-    )  # fmt: skip
+        metadata={
+            "help": "Label with people instead: {url, project, document_root, api_key, wait_seconds, "
+            "poll_seconds, min_labeled} (YAML or JSON); none: simulated annotators."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.label_studio, str):

@@ -40,9 +40,11 @@ class VLMPPOConfig(StageConfig, PPOConfig):
     )
     vision_inputs: str = field(
         default="features",
-        metadata={"help": "features: cached frozen-tower features; pixels: pixel_values (trainable tower).",
-                  "choices": ["features", "pixels"]},
-    )  # fmt: skip
+        metadata={
+            "help": "features: cached frozen-tower features; pixels: pixel_values (trainable tower).",
+            "choices": ["features", "pixels"],
+        },
+    )
     kl_budget: float | None = field(
         default=None, metadata={"help": "KL to the reference the run may spend (reported against; not enforced)."}
     )
@@ -56,9 +58,9 @@ class VLMPPOConfig(StageConfig, PPOConfig):
     )
     sample_every: int = field(default=10, metadata={"help": "Log a table of sampled answers every N updates."})
     best_metric: str = field(
-        default="vqa_accuracy", metadata={"help": "Held-out metric the best checkpoint is chosen by.",
-                                          "choices": list(BEST_METRICS)},
-    )  # fmt: skip
+        default="vqa_accuracy",
+        metadata={"help": "Held-out metric the best checkpoint is chosen by.", "choices": list(BEST_METRICS)},
+    )
     resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
 
     def __post_init__(self):

@@ -43,9 +43,15 @@ class HeldOutEvaluation:
             else:
                 rewards = trainer.reward_fn([self.vqa[i] for i in index], answers).float().cpu()
             kl = answer_kl(
-                policy, trainer.ref_model or policy, processor, images, questions, answers, self.batch_size,
+                policy,
+                trainer.ref_model or policy,
+                processor,
+                images,
+                questions,
+                answers,
+                self.batch_size,
                 reference_context=trainer.reference_context,
-            )  # fmt: skip
+            )
         accuracy = [vqa_accuracy(a, human) for a, human in zip(answers, rows["answers"])]
         per_question = gather_object(list(zip(index, accuracy, rewards.tolist(), kl.tolist())))
         unique = {i: (a, r, k) for i, a, r, k in per_question}

@@ -46,8 +46,10 @@ def load_scorer(path: str, role: str, policy_processor) -> tuple[VLMForSequenceC
             "other ids): it would read the policy's answers as other words; train it from the same SFT checkpoint"
         )
     if (processor.image_token, processor.image_token_id, processor.num_image_tokens) != (
-        policy_processor.image_token, policy_processor.image_token_id, policy_processor.num_image_tokens
-    ):  # fmt: skip
+        policy_processor.image_token,
+        policy_processor.image_token_id,
+        policy_processor.num_image_tokens,
+    ):
         raise ValueError(
             f"the {role} {path} marks images as {processor.image_token!r} (id {processor.image_token_id}) x "
             f"{processor.num_image_tokens}, the policy as {policy_processor.image_token!r} (id "
@@ -99,8 +101,11 @@ def build_trainer(cfg: VLMPPOConfig, reward_fn=None, trainer_class=VLMPPOTrainer
         def reward_fn(rows, answers):
             return torch.zeros(len(answers))
 
-    _check_shared_tower({"policy": policy, "reward model": reward_model, "value model": value_model,
-                         "reference": ref_model}, processor, cfg)  # fmt: skip
+    _check_shared_tower(
+        {"policy": policy, "reward model": reward_model, "value model": value_model, "reference": ref_model},
+        processor,
+        cfg,
+    )
 
     vqa = load_vqa(cfg.data_dir, cfg.train_split, cfg.image_dir, cfg.train_limit)
     if cfg.ground_truth_weight and "answers" not in vqa.column_names:
@@ -119,15 +124,30 @@ def build_trainer(cfg: VLMPPOConfig, reward_fn=None, trainer_class=VLMPPOTrainer
         evaluator = HeldOutEvaluation(eval_vqa, store, cfg.response_length, cfg.per_device_eval_batch_size)
     peft_config = language_model_lora(cfg.lora, policy.config) if cfg.lora else None
     trainer = trainer_class(
-        cfg, processor, policy, value_model, prompts, vqa, store, reward_model=reward_model, ref_model=ref_model,
-        reward_fn=reward_fn, evaluator=evaluator, peft_config=peft_config, callbacks=callbacks,
-    )  # fmt: skip
+        cfg,
+        processor,
+        policy,
+        value_model,
+        prompts,
+        vqa,
+        store,
+        reward_model=reward_model,
+        ref_model=ref_model,
+        reward_fn=reward_fn,
+        evaluator=evaluator,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
     trainable, total = trainable_parameters(trainer.model)
     logger.info(
         "PPO: %d prompts, %d updates of %d rollouts on %d process(es); training %.2fM of %.2fM parameters",
-        len(prompts), cfg.num_total_batches, cfg.batch_size, trainer.accelerator.num_processes,
-        trainable / 1e6, total / 1e6,
-    )  # fmt: skip
+        len(prompts),
+        cfg.num_total_batches,
+        cfg.batch_size,
+        trainer.accelerator.num_processes,
+        trainable / 1e6,
+        total / 1e6,
+    )
     return trainer
 
 
@@ -176,7 +196,7 @@ def _summary(trainer: VLMPPOTrainer, checksums: list[str], seconds: float) -> di
             "split": cfg.train_split,
             "prompts": trainer.train_dataset_len,
             "eval_split": cfg.eval_split,
-        },  # fmt: skip
+        },
         "updates": trainer.state.global_step,
         "episodes": trainer.state.episode,
         "batch_size": cfg.batch_size,

@@ -134,11 +134,12 @@ class VLMPPOTrainer(PPOTrainer):
         else:
             scores = torch.cat(
                 [
-                    last_token_score(self.reward_model, qr, slice_images(images, slice(i, i + len(qr))), self.pad_id,
-                                     context_length).float()
+                    last_token_score(
+                        self.reward_model, qr, slice_images(images, slice(i, i + len(qr))), self.pad_id, context_length
+                    ).float()
                     for i, qr in self._chunks(query_responses_post)
                 ]
-            )  # fmt: skip
+            )
         out["model_scores"] = scores.clone()
         if "answers" in self.vqa.column_names:
             accuracy = torch.tensor(
@@ -165,9 +166,13 @@ class VLMPPOTrainer(PPOTrainer):
             self.model, self.accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation
         ) as unwrapped:
             query_responses, logprobs = generate_responses(
-                unwrapped.policy, queries, images, self.pad_id, self.generation_config,
+                unwrapped.policy,
+                queries,
+                images,
+                self.pad_id,
+                self.generation_config,
                 args.local_rollout_forward_batch_size,
-            )  # fmt: skip
+            )
         responses = query_responses[:, ctx:]
         ref_logprobs, values = [], []
         value_model = self.accelerator.unwrap_model(self.model).value_model
@@ -213,20 +218,34 @@ class VLMPPOTrainer(PPOTrainer):
         returns = advantages + values
         advantages = masked_whiten(advantages, ~padding_mask).masked_fill(padding_mask, 0)
         return {
-            "rows": rows, "queries": queries, "images": images, "query_responses": query_responses,
-            "responses": responses, "logprobs": logprobs, "values": values, "returns": returns,
-            "advantages": advantages, "padding_mask": padding_mask, "padding_mask_p1": padding_mask_p1,
-            "kl": kl, "non_score_reward": non_score_reward, "scores": scores, "has_eos": has_eos,
-            "sequence_lengths": sequence_lengths, **{k: v for k, v in scored.items() if k != "scores"},
-        }  # fmt: skip
+            "rows": rows,
+            "queries": queries,
+            "images": images,
+            "query_responses": query_responses,
+            "responses": responses,
+            "logprobs": logprobs,
+            "values": values,
+            "returns": returns,
+            "advantages": advantages,
+            "padding_mask": padding_mask,
+            "padding_mask_p1": padding_mask_p1,
+            "kl": kl,
+            "non_score_reward": non_score_reward,
+            "scores": scores,
+            "has_eos": has_eos,
+            "sequence_lengths": sequence_lengths,
+            **{k: v for k, v in scored.items() if k != "scores"},
+        }
 
     def optimise(self, batch: dict, rng: np.random.Generator) -> dict:
         """`num_ppo_epochs` shuffled passes over the rollout in micro-batches (TRL's update phase, one minibatch)."""
         args, acc, model = self.args, self.accelerator, self.model
         ctx = batch["queries"].shape[1]
         shape = (args.num_ppo_epochs, args.gradient_accumulation_steps)
-        stats = {k: torch.zeros(shape, device=acc.device) for k in
-                 ("approxkl", "pg_clipfrac", "pg_loss", "vf_loss", "vf_clipfrac", "entropy", "ratio")}  # fmt: skip
+        stats = {
+            k: torch.zeros(shape, device=acc.device)
+            for k in ("approxkl", "pg_clipfrac", "pg_loss", "vf_loss", "vf_clipfrac", "entropy", "ratio")
+        }
         for epoch in range(args.num_ppo_epochs):
             order = rng.permutation(args.local_batch_size)
             for micro, start in enumerate(range(0, args.local_batch_size, args.per_device_train_batch_size)):
@@ -250,8 +269,9 @@ class VLMPPOTrainer(PPOTrainer):
                             raise TrainingStopped(problem)
                     vpred = vpred_all[:, ctx - 1 : -1].squeeze(-1).float().masked_fill(pad_mask_p1, 0)
                     old_values, returns = batch["values"][mb], batch["returns"][mb]
-                    vpred_clipped = torch.clamp(vpred, old_values - args.cliprange_value,
-                                                old_values + args.cliprange_value)  # fmt: skip
+                    vpred_clipped = torch.clamp(
+                        vpred, old_values - args.cliprange_value, old_values + args.cliprange_value
+                    )
                     vf_losses = torch.square(vpred - returns), torch.square(vpred_clipped - returns)
                     vf_loss = 0.5 * masked_mean(torch.max(*vf_losses), ~pad_mask_p1)
                     advantages = batch["advantages"][mb]
@@ -319,10 +339,13 @@ class VLMPPOTrainer(PPOTrainer):
         """Policy + value + optimizer + scheduler + RNG (accelerate's state) and the loop's own state."""
         acc = self.accelerator
         state = {
-            "global_step": self.state.global_step, "episode": self.state.episode,
-            "log_history": self.state.log_history, "best": self.best, "start_length": self.start_length,
+            "global_step": self.state.global_step,
+            "episode": self.state.episode,
+            "log_history": self.state.log_history,
+            "best": self.best,
+            "start_length": self.start_length,
             "world_size": acc.num_processes,
-        }  # fmt: skip
+        }
         return checkpoints.save_checkpoint(
             acc, self.args.output_dir, self.state.global_step, state, self.args.save_total_limit
         )
@@ -378,9 +401,14 @@ class VLMPPOTrainer(PPOTrainer):
                 "model_score": round(float(ms), 5),
                 "kl": round(float(k), 5),
             }
-            for r, a, s, ms, k in zip(batch["rows"], batch["answers"], batch["scores"].tolist(),
-                                      batch["model_scores"].tolist(), batch["kl"].sum(1).tolist())
-        ]  # fmt: skip
+            for r, a, s, ms, k in zip(
+                batch["rows"],
+                batch["answers"],
+                batch["scores"].tolist(),
+                batch["model_scores"].tolist(),
+                batch["kl"].sum(1).tolist(),
+            )
+        ]
         rows = gather_object(rows)
         if self.accelerator.is_main_process:
             with open(Path(self.args.output_dir) / "samples.jsonl", "a") as f:

@@ -40,17 +40,21 @@ class RewardConfig(TrainedPartsConfig, TrainingArguments):
     min_agreement: float = field(default=0.0, metadata={"help": "Drop answers whose majority share is below this."})
     gold: list[str] = field(
         default_factory=list,
-        metadata={"help": "Gold key file(s) (<answers>.gold.jsonl): annotators' gold accuracy; gold answers are "
-                          "trained on (images on the train side) and never held out."},
-    )  # fmt: skip
+        metadata={
+            "help": "Gold key file(s) (<answers>.gold.jsonl): annotators' gold accuracy; gold answers are "
+            "trained on (images on the train side) and never held out."
+        },
+    )
     min_gold_accuracy: float | None = field(
         default=None, metadata={"help": "Annotators below this gold accuracy are dropped or down-weighted."}
     )
     gold_filter: str = field(
         default="drop",
-        metadata={"help": "drop: ignore weak annotators' labels; weight: their votes count their gold accuracy.",
-                  "choices": list(GOLD_FILTERS)},
-    )  # fmt: skip
+        metadata={
+            "help": "drop: ignore weak annotators' labels; weight: their votes count their gold accuracy.",
+            "choices": list(GOLD_FILTERS),
+        },
+    )
     class_balance: str = field(
         default="weight",
         metadata={"help": "weight: BCE pos_weight = #incorrect / #correct; none.", "choices": list(CLASS_BALANCE)},

@@ -37,11 +37,18 @@ def filter_annotators(rows: list[dict], gold: dict[str, str], cfg) -> tuple[list
     if cfg.min_gold_accuracy is None or not gold:
         return rows, {}
     quality = annotator_quality(rows, gold)
-    weak = {a: q["gold_accuracy"] for a, q in quality.items()
-            if q["gold_accuracy"] is not None and q["gold_accuracy"] < cfg.min_gold_accuracy}  # fmt: skip
+    weak = {
+        a: q["gold_accuracy"]
+        for a, q in quality.items()
+        if q["gold_accuracy"] is not None and q["gold_accuracy"] < cfg.min_gold_accuracy
+    }
     if weak:
-        logger.info("annotators below gold accuracy %.2f (%s): %s", cfg.min_gold_accuracy, cfg.gold_filter,
-                    ", ".join(f"{a} {acc:.2f}" for a, acc in sorted(weak.items())))  # fmt: skip
+        logger.info(
+            "annotators below gold accuracy %.2f (%s): %s",
+            cfg.min_gold_accuracy,
+            cfg.gold_filter,
+            ", ".join(f"{a} {acc:.2f}" for a, acc in sorted(weak.items())),
+        )
     if cfg.gold_filter == "drop":
         return [r for r in rows if r["annotator"] not in weak], {}
     return rows, weak

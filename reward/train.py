@@ -82,8 +82,13 @@ def build_trainer(cfg: RewardConfig) -> tuple[RewardModelTrainer, list[dict], di
     trainable, total = trainable_parameters(trainer.model)
     logger.info(
         "reward model: training %.2fM of %.2fM parameters on %d %s examples (%d correct / %d incorrect answers)",
-        trainable / 1e6, total / 1e6, len(train), cfg.objective, positives, negatives,
-    )  # fmt: skip
+        trainable / 1e6,
+        total / 1e6,
+        len(train),
+        cfg.objective,
+        positives,
+        negatives,
+    )
     return trainer, rows, balance
 
 
@@ -94,9 +99,13 @@ def evaluate_held_out(model, processor, rows: list[dict], cfg: RewardConfig, ban
     images = image_inputs([r["image"] for r in held_out], (f"answer {r['answer_id']}" for r in held_out), bank)
     model.eval()
     logits = score_answers(
-        model, processor, images, [r["question"] for r in held_out], [r["answer"] for r in held_out],
+        model,
+        processor,
+        images,
+        [r["question"] for r in held_out],
+        [r["answer"] for r in held_out],
         batch_size=cfg.per_device_eval_batch_size,
-    ).numpy()  # fmt: skip
+    ).numpy()
     labels = np.array([r["label"] for r in held_out])
     metrics = {"labels": binary_metrics(logits, labels)}
     known = np.array([r["truth"] >= 0 for r in held_out])
@@ -132,9 +141,11 @@ def train(cfg: RewardConfig) -> Path:
         trainer.log({f"held_out/{k}": v for k, v in metrics["labels"].items() if isinstance(v, float)})
         held_out = [r for r in rows if r["side"] == "eval"]
         reliability_diagram(
-            logits, np.array([r["label"] for r in held_out]), out / RELIABILITY,
+            logits,
+            np.array([r["label"] for r in held_out]),
+            out / RELIABILITY,
             f"reward model, {len(held_out)} held-out answers (ECE {metrics['labels']['ece']:.3f})",
-        )  # fmt: skip
+        )
         atomic_write_json(
             out / SUMMARY, _summary(cfg, trainer, rows, balance, metrics, result, last, time.time() - started), indent=2
         )

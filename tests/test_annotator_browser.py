@@ -27,9 +27,14 @@ from vlm.labels.store import LabelStore
 CHROMIUM = Path(os.environ.get("VLM_RLHF_CHROMIUM", "/usr/bin/chromium"))
 # Without these, Chromium's background connections fail loudly on a machine without outside network.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(os.environ.get("VLM_RLHF_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 PROJECT = "browser labeling"
 WAIT_MS = 30_000
@@ -92,9 +97,14 @@ def test_annotators_label_in_a_real_browser(browser, label_studio, tiny_checkpoi
         GenerateConfig(model=str(tiny_checkpoint), data=str(synthetic_data), questions=3, samples=1, out=str(answers))
     )
     pushed = push(
-        PushConfig(url=label_studio.url, project=PROJECT, api_key=label_studio.api_key, answers=str(answers),
-                   document_root=str(synthetic_data))
-    )  # fmt: skip
+        PushConfig(
+            url=label_studio.url,
+            project=PROJECT,
+            api_key=label_studio.api_key,
+            answers=str(answers),
+            document_root=str(synthetic_data),
+        )
+    )
     client = LabelStudio(base_url=label_studio.url, api_key=label_studio.api_key)
     tasks = sorted(t.id for t in client.tasks.list(project=pushed["project_id"], page_size=10))
     assert len(tasks) >= 2

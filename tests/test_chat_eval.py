@@ -61,8 +61,23 @@ def test_eval_chat_reports_start_and_instruct_side_by_side(tiny_checkpoint, synt
     if not mix_file(synthetic_data, "val2014").is_file():  # the session's data may hold it already
         write_instruct_mix(InstructMixConfig(data_dir=str(synthetic_data), seed=0))
     out = tmp_path / "eval"
-    argv = ["eval", "--model", str(tiny_checkpoint), "--data", str(synthetic_data), "--chat", "true",
-            "--chat_limit", "4", "--chat_scenes", "3", "--limit", "10", "--out", str(out)]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(tiny_checkpoint),
+        "--data",
+        str(synthetic_data),
+        "--chat",
+        "true",
+        "--chat_limit",
+        "4",
+        "--chat_scenes",
+        "3",
+        "--limit",
+        "10",
+        "--out",
+        str(out),
+    ]
     assert cli_main(argv) == 0
     result = json.loads((out / "eval.json").read_text())["results"][0]
     chat = result["chat"]
@@ -76,7 +91,20 @@ def test_eval_chat_reports_start_and_instruct_side_by_side(tiny_checkpoint, synt
     report = (out / "report.md").read_text()
     assert "## Chat (greedy decoding)" in report and "## Sample dialogues" in report
     assert "Is there a" in report  # the follow-up question of a dialogue
-    missing = ["eval", "--model", str(tiny_checkpoint), "--data", str(synthetic_data), "--chat", "true",
-               "--chat_data", str(tmp_path / "none.json"), "--limit", "4", "--out", str(tmp_path / "x")]  # fmt: skip
+    missing = [
+        "eval",
+        "--model",
+        str(tiny_checkpoint),
+        "--data",
+        str(synthetic_data),
+        "--chat",
+        "true",
+        "--chat_data",
+        str(tmp_path / "none.json"),
+        "--limit",
+        "4",
+        "--out",
+        str(tmp_path / "x"),
+    ]
     assert cli_main(missing) == 2
     assert "none.json: file not found" in capsys.readouterr().err

@@ -280,11 +280,26 @@ def test_every_cli_config_field_has_help():
     from vlm.cli.evaluate import EvalConfig
 
     parsed = [
-        SynthConfig, InstructMixConfig, InitModelConfig, TinyPreset, EvalConfig, PipelineConfig,  # vlm-rlhf ...
-        GenerateConfig, PushConfig, PullConfig, SimulateConfig, ServeConfig, StatsConfig, RoundConfig,  # label ...
+        SynthConfig,
+        InstructMixConfig,
+        InitModelConfig,
+        TinyPreset,
+        EvalConfig,
+        PipelineConfig,  # vlm-rlhf ...
+        GenerateConfig,
+        PushConfig,
+        PullConfig,
+        SimulateConfig,
+        ServeConfig,
+        StatsConfig,
+        RoundConfig,  # label ...
         LabelStudioSettings,  # label round's `label_studio`
-        ScoreConfig, RewardConfig, VQASFTConfig, InstructConfig, VLMPPOConfig,  # reward score, the stages
-    ]  # fmt: skip
+        ScoreConfig,
+        RewardConfig,
+        VQASFTConfig,
+        InstructConfig,
+        VLMPPOConfig,  # reward score, the stages
+    ]
     called = set()
     for package in ("vlm", "labeling", "reward", "sft", "ppo"):
         for source in (REPO / package).rglob("*.py"):

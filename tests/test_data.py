@@ -203,11 +203,33 @@ def test_an_empty_split_is_one_error_naming_the_file(tmp_path, synthetic_data, t
     empty.write_text(json.dumps({"questions": []}))
     commands = [
         ["data", "check", "--data", str(data), "--split", "val2014"],
-        ["eval", "--model", str(tiny_checkpoint), "--data", str(data), "--split", "val2014",
-         "--out", str(tmp_path / "e")],
-        ["sft", "--init_from", str(tiny_checkpoint), "--data_dir", str(data), "--train_split", "val2014",
-         "--output_dir", str(tmp_path / "sft"), "--max_steps", "1", "--report_to", "none"],
-    ]  # fmt: skip
+        [
+            "eval",
+            "--model",
+            str(tiny_checkpoint),
+            "--data",
+            str(data),
+            "--split",
+            "val2014",
+            "--out",
+            str(tmp_path / "e"),
+        ],
+        [
+            "sft",
+            "--init_from",
+            str(tiny_checkpoint),
+            "--data_dir",
+            str(data),
+            "--train_split",
+            "val2014",
+            "--output_dir",
+            str(tmp_path / "sft"),
+            "--max_steps",
+            "1",
+            "--report_to",
+            "none",
+        ],
+    ]
     for argv in commands:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

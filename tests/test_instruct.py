@@ -136,8 +136,10 @@ def test_reader_gives_one_row_per_answer_with_its_history(conversations_file, sy
     image = conversations[0]["image_path"]
 
     def user(text, img=False):
-        return {"role": "user", "content": ([{"type": "image", "text": None}] if img else []) + [
-            {"type": "text", "text": text}]}  # fmt: skip
+        return {
+            "role": "user",
+            "content": ([{"type": "image", "text": None}] if img else []) + [{"type": "text", "text": text}],
+        }
 
     def bot(text):
         return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
@@ -158,7 +160,7 @@ def test_reader_gives_one_row_per_answer_with_its_history(conversations_file, sy
                 user("How many objects are there?"),
             ],
             bot("There is one."),
-        ),  # fmt: skip
+        ),
         ("text", 0, "", [user("How many corners does a square have?")], bot("A square has four corners.")),
         ("lead", 0, image, [user("Describe the image.", img=True)], bot("Two squares.")),
     ]
@@ -172,8 +174,16 @@ def test_reader_gives_one_row_per_answer_with_its_history(conversations_file, sy
 
 
 def test_reader_refuses_turns_out_of_order(tmp_path):
-    bad = [{"id": "x", "conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"},
-                                         {"from": "gpt", "value": "c"}]}]  # fmt: skip
+    bad = [
+        {
+            "id": "x",
+            "conversations": [
+                {"from": "human", "value": "a"},
+                {"from": "human", "value": "b"},
+                {"from": "gpt", "value": "c"},
+            ],
+        }
+    ]
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
     with pytest.raises(DataError) as refused:
@@ -183,10 +193,16 @@ def test_reader_refuses_turns_out_of_order(tmp_path):
 
 def test_template_renders_llava_v1_and_survives_save_and_load(tiny_vlm, tmp_path):
     _, processor = tiny_vlm
-    messages = [user_message("What is it?", True), assistant_message("A red circle."), user_message("Sure?", False),
-                assistant_message("Yes.")]  # fmt: skip
-    golden = (f"{LLAVA_SYSTEM} USER: <image>\nWhat is it? ASSISTANT: A red circle.<|endoftext|> USER: Sure? "
-              "ASSISTANT: Yes.<|endoftext|>")  # fmt: skip
+    messages = [
+        user_message("What is it?", True),
+        assistant_message("A red circle."),
+        user_message("Sure?", False),
+        assistant_message("Yes."),
+    ]
+    golden = (
+        f"{LLAVA_SYSTEM} USER: <image>\nWhat is it? ASSISTANT: A red circle.<|endoftext|> USER: Sure? "
+        "ASSISTANT: Yes.<|endoftext|>"
+    )
     assert processor.apply_chat_template(messages, tokenize=False) == golden
     prompt = processor.apply_chat_template(messages[:3], tokenize=False, add_generation_prompt=True)
     assert prompt == golden[: golden.index(" Yes.")] and prompt.endswith(" ASSISTANT:")
@@ -224,8 +240,12 @@ def _full_rendering(processor, messages, image):
 def test_assistant_tokens_mask_marks_exactly_the_answers(tiny_vlm):
     _, processor = tiny_vlm
     tokenizer = processor.tokenizer
-    messages = [user_message("What is it?", True), assistant_message("A red circle."), user_message("Sure?", False),
-                assistant_message("Yes.")]  # fmt: skip
+    messages = [
+        user_message("What is it?", True),
+        assistant_message("A red circle."),
+        user_message("Sure?", False),
+        assistant_message("Yes."),
+    ]
     out = _full_rendering(processor, messages, Image.new("RGB", (64, 64), (200, 40, 40)))
     ids, mask = out["input_ids"][0], out["assistant_masks"][0].bool()
     assert (ids == processor.image_token_id).sum() == N_IMAGE and not mask[ids == processor.image_token_id].any()
@@ -255,8 +275,9 @@ def test_rows_train_exactly_the_answers_of_the_full_conversation(tiny_checkpoint
         indices = [i for i, c in enumerate(ids_column) if c == conversation]
         batch = trainer.data_collator([rows[i] for i in indices])
         last = rows[indices[-1]]
-        full = _full_rendering(processor, last["prompt"] + last["completion"], last["images"][0] if last["images"]
-                               else None)  # fmt: skip
+        full = _full_rendering(
+            processor, last["prompt"] + last["completion"], last["images"][0] if last["images"] else None
+        )
         full_ids, answer_mask = full["input_ids"][0], full["assistant_masks"][0].bool()
         trained = torch.zeros_like(answer_mask)
         for ids, attention, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
@@ -348,8 +369,11 @@ def test_instruction_mix_kinds_suffix_and_split_by_scene(mix):
     assert kinds <= {"conversation", "detail", "reasoning", "vqa", "text"} and len(kinds) >= 4
     for item in train + val:
         if item["id"].startswith("vqa-"):
-            assert all(t["value"].replace("\n<image>", "").endswith(SHORT_ANSWER_SUFFIX)
-                       for t in item["conversations"] if t["from"] == "human")  # fmt: skip
+            assert all(
+                t["value"].replace("\n<image>", "").endswith(SHORT_ANSWER_SUFFIX)
+                for t in item["conversations"]
+                if t["from"] == "human"
+            )
             assert all(len(t["value"].split()) <= 3 for t in item["conversations"] if t["from"] == "gpt")
     train_images = {i["image"] for i in train if "image" in i}
     val_images = {i["image"] for i in val if "image" in i}
@@ -368,11 +392,33 @@ def test_instruct_command_from_a_ppo_and_a_stage1_checkpoint(tiny_checkpoint, mi
     assert load_vlm(ppo_out)[1].chat_template is None
     for name, start in (("from-ppo", ppo_out), ("from-sft", tiny_checkpoint)):
         out = tmp_path / name
-        flags = ["--config", "configs/demo/instruct.yaml", "--init_from", str(start), "--output_dir", str(out),
-                 *_data_flags(mix), "--max_steps", "40", "--learning_rate", "3e-3", "--per_device_train_batch_size",
-                 "8", "--vision_feature_cache", str(tmp_path / "cache"), "--eval_limit", "4",
-                 "--save_strategy", "no", "--eval_strategy", "no", "--train_data", str(tmp_path / "short.json"),
-                 "--eval_data", str(tmp_path / "short-val.json")]  # fmt: skip
+        flags = [
+            "--config",
+            "configs/demo/instruct.yaml",
+            "--init_from",
+            str(start),
+            "--output_dir",
+            str(out),
+            *_data_flags(mix),
+            "--max_steps",
+            "40",
+            "--learning_rate",
+            "3e-3",
+            "--per_device_train_batch_size",
+            "8",
+            "--vision_feature_cache",
+            str(tmp_path / "cache"),
+            "--eval_limit",
+            "4",
+            "--save_strategy",
+            "no",
+            "--eval_strategy",
+            "no",
+            "--train_data",
+            str(tmp_path / "short.json"),
+            "--eval_data",
+            str(tmp_path / "short-val.json"),
+        ]
         _short_answers(mix, "train2014", tmp_path / "short.json")
         _short_answers(mix, "val2014", tmp_path / "short-val.json")
         assert cli_main(["instruct", *flags]) == 0, capsys.readouterr().err[-2000:]
@@ -383,8 +429,13 @@ def test_instruct_command_from_a_ppo_and_a_stage1_checkpoint(tiny_checkpoint, mi
         model, processor = load_vlm(out)
         assert processor.chat_template == VICUNA_V1_TEMPLATE
         images = [Image.open(sorted((mix / "val2014").iterdir())[i]).convert("RGB") for i in range(4)]
-        replies = answer_chats(model.eval(), processor, [[user_message("What color is the circle?\n" +
-                               SHORT_ANSWER_SUFFIX, True)]] * 4, images, max_new_tokens=12)  # fmt: skip
+        replies = answer_chats(
+            model.eval(),
+            processor,
+            [[user_message("What color is the circle?\n" + SHORT_ANSWER_SUFFIX, True)]] * 4,
+            images,
+            max_new_tokens=12,
+        )
         assert all(r.finished for r in replies), replies  # stops at EOS
 
 
@@ -393,8 +444,14 @@ def _length_reward(rows, answers) -> torch.Tensor:
 
 
 def _data_flags(data) -> list[str]:
-    return ["--train_images", str(data / "train2014"), "--eval_data", str(mix_file(data, "val2014")),
-            "--eval_images", str(data / "val2014")]  # fmt: skip
+    return [
+        "--train_images",
+        str(data / "train2014"),
+        "--eval_data",
+        str(mix_file(data, "val2014")),
+        "--eval_images",
+        str(data / "val2014"),
+    ]
 
 
 def _short_answers(data, split, path):
@@ -408,11 +465,33 @@ def test_two_process_accelerate_launch(tiny_checkpoint, mix, tmp_path):
     _short_answers(mix, "train2014", tmp_path / "short.json")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sft.instruct"]
-    flags = ["--config", "configs/demo/instruct.yaml", "--init_from", str(tiny_checkpoint), "--output_dir", str(out),
-             "--train_data", str(tmp_path / "short.json"), *_data_flags(mix), "--max_steps", "30",
-             "--learning_rate", "3e-3", "--per_device_train_batch_size", "4", "--vision_feature_cache",
-             str(tmp_path / "cache"), "--report_to", "none", "--eval_limit", "4", "--save_strategy", "no",
-             "--eval_strategy", "no"]  # fmt: skip
+    flags = [
+        "--config",
+        "configs/demo/instruct.yaml",
+        "--init_from",
+        str(tiny_checkpoint),
+        "--output_dir",
+        str(out),
+        "--train_data",
+        str(tmp_path / "short.json"),
+        *_data_flags(mix),
+        "--max_steps",
+        "30",
+        "--learning_rate",
+        "3e-3",
+        "--per_device_train_batch_size",
+        "4",
+        "--vision_feature_cache",
+        str(tmp_path / "cache"),
+        "--report_to",
+        "none",
+        "--eval_limit",
+        "4",
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "no",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(launch + flags, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -427,8 +506,15 @@ def test_two_process_accelerate_launch(tiny_checkpoint, mix, tmp_path):
 
 
 def test_assistant_only_loss_and_bad_data_are_refused(tiny_checkpoint, mix, tmp_path, capsys):
-    base = ["--init_from", str(tiny_checkpoint), "--output_dir", str(tmp_path / "x"),
-            "--train_data", str(mix_file(mix, "train2014")), *_data_flags(mix)]  # fmt: skip
+    base = [
+        "--init_from",
+        str(tiny_checkpoint),
+        "--output_dir",
+        str(tmp_path / "x"),
+        "--train_data",
+        str(mix_file(mix, "train2014")),
+        *_data_flags(mix),
+    ]
     assert cli_main(["instruct", *base, "--assistant_only_loss", "true"]) == 2
     err = capsys.readouterr().err
     assert "vlm-rlhf instruct: error: assistant_only_loss: true is not supported" in err
@@ -446,14 +532,24 @@ def test_assistant_only_loss_and_bad_data_are_refused(tiny_checkpoint, mix, tmp_
 
 
 def test_long_turns_are_dropped_and_counted(tiny_checkpoint, conversations_file, synthetic_data, tmp_path):
-    cfg = instruct_config(tiny_checkpoint, synthetic_data, tmp_path / "out", train_data=str(conversations_file),
-                          train_images=str(synthetic_data / "train2014"), eval_data=None)  # fmt: skip
+    cfg = instruct_config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "out",
+        train_data=str(conversations_file),
+        train_images=str(synthetic_data / "train2014"),
+        eval_data=None,
+    )
     _, processor = load_vlm(tiny_checkpoint)
     lengths = sorted(
-        len(processor.tokenizer(processor.apply_chat_template(r["prompt"] + r["completion"], tokenize=False))
-            ["input_ids"]) + (N_IMAGE - 1) * bool(r["image_path"])
+        len(
+            processor.tokenizer(processor.apply_chat_template(r["prompt"] + r["completion"], tokenize=False))[
+                "input_ids"
+            ]
+        )
+        + (N_IMAGE - 1) * bool(r["image_path"])
         for r in conversation_rows(load_llava_instruct(conversations_file, synthetic_data / "train2014"))
-    )  # fmt: skip
+    )
     cfg.max_length = lengths[-2]  # only the longest turn (the third answer) is over
     trainer, facts = build_trainer(cfg)
     assert facts["train"]["rows"] == 4 and facts["train"]["dropped_turns"] == 1

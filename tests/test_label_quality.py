@@ -57,12 +57,23 @@ def _answers(synthetic_data, n: int) -> list[dict]:
     """Answer records like `label generate` writes: the first n train questions, answered '2'."""
     rows = load_vqa(synthetic_data, "train2014", limit=n)
     return [
-        {"answer_id": answer_id(q["image_path"], q["question"], "2", "m"), "image": q["image_path"],
-         "image_id": q["image_id"], "question_id": q["question_id"], "question": q["question"], "answer": "2",
-         "count": 1, "samples": 4, "finished": True, "model": "m", "data_dir": str(synthetic_data),
-         "split": "train2014", "sampling": {"seed": 0}}
+        {
+            "answer_id": answer_id(q["image_path"], q["question"], "2", "m"),
+            "image": q["image_path"],
+            "image_id": q["image_id"],
+            "question_id": q["question_id"],
+            "question": q["question"],
+            "answer": "2",
+            "count": 1,
+            "samples": 4,
+            "finished": True,
+            "model": "m",
+            "data_dir": str(synthetic_data),
+            "split": "train2014",
+            "sampling": {"seed": 0},
+        }
         for q in rows
-    ]  # fmt: skip
+    ]
 
 
 def test_gold_answers_have_known_verdicts_and_look_like_the_others(synthetic_data):
@@ -86,10 +97,14 @@ def test_annotator_quality_on_a_hand_made_table():
         return {"answer_id": a, "annotator": who, "verdict": verdict, "lead_time": lead}
 
     rows = [
-        row("g1", "ann", "correct", 4.0), row("g1", "bob", "incorrect", 10.0),
-        row("g2", "ann", "incorrect", 6.0), row("g2", "bob", "incorrect", 8.0),
-        row("x1", "ann", "unsure", 20.0), row("x1", "bob", "correct"), row("x1", "cy", "correct"),
-    ]  # fmt: skip
+        row("g1", "ann", "correct", 4.0),
+        row("g1", "bob", "incorrect", 10.0),
+        row("g2", "ann", "incorrect", 6.0),
+        row("g2", "bob", "incorrect", 8.0),
+        row("x1", "ann", "unsure", 20.0),
+        row("x1", "bob", "correct"),
+        row("x1", "cy", "correct"),
+    ]
     quality = annotator_quality(rows, {"g1": "correct", "g2": "incorrect"})
     assert quality["ann"]["gold_accuracy"] == 1.0 and quality["bob"]["gold_accuracy"] == 0.5
     assert quality["cy"]["gold_accuracy"] is None and quality["cy"]["gold_labels"] == 0
@@ -106,8 +121,15 @@ def test_annotator_quality_on_a_hand_made_table():
 def test_simulated_annotator_with_30_percent_error_is_flagged_by_gold(synthetic_data, tmp_path):
     answers = tmp_path / "answers.jsonl"
     write_answers(answers, _answers(synthetic_data, 40))
-    cfg = SimulateConfig(answers=str(answers), store=str(tmp_path / "store"), annotators=3, per_answer=3,
-                         error_rates="0.0,0.0,0.3", gold_rate=0.6, seed=0)  # fmt: skip
+    cfg = SimulateConfig(
+        answers=str(answers),
+        store=str(tmp_path / "store"),
+        annotators=3,
+        per_answer=3,
+        error_rates="0.0,0.0,0.3",
+        gold_rate=0.6,
+        seed=0,
+    )
     summary = simulate(cfg)
     assert summary["gold_answers"] == 24 and summary["labels"] == 3 * (40 + 24)
     key = read_gold(gold_key_path(answers))
@@ -117,5 +139,6 @@ def test_simulated_annotator_with_30_percent_error_is_flagged_by_gold(synthetic_
     assert 0.5 <= quality["simulated-3"]["gold_accuracy"] <= 0.9
     assert simulate(cfg)["stored"] == 0  # the same gold answers and verdicts again: nothing new
     with pytest.raises(ValueError, match="3 values for 2 annotators"):
-        simulate(SimulateConfig(answers=str(answers), store=str(tmp_path / "s2"), annotators=2,
-                                error_rates="0.1,0.1,0.3"))  # fmt: skip
+        simulate(
+            SimulateConfig(answers=str(answers), store=str(tmp_path / "s2"), annotators=2, error_rates="0.1,0.1,0.3")
+        )

@@ -43,11 +43,24 @@ from vlm.synthetic.presets import TinyPreset, build_tiny_vlm
 
 def _config(tiny_checkpoint, synthetic_data, out, **overrides) -> VLMPPOConfig:
     settings = dict(
-        output_dir=str(out), sft_model_path=str(tiny_checkpoint), data_dir=str(synthetic_data),
-        vision_feature_cache=str(out.parent / "cache"), per_device_train_batch_size=4, gradient_accumulation_steps=2,
-        total_episodes=24, num_ppo_epochs=2, learning_rate=1e-3, report_to="none", eval_strategy="no",
-        save_strategy="no", logging_steps=1, sample_every=0, eval_limit=8, seed=0, missing_eos_penalty=None,
-    )  # fmt: skip
+        output_dir=str(out),
+        sft_model_path=str(tiny_checkpoint),
+        data_dir=str(synthetic_data),
+        vision_feature_cache=str(out.parent / "cache"),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        total_episodes=24,
+        num_ppo_epochs=2,
+        learning_rate=1e-3,
+        report_to="none",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=1,
+        sample_every=0,
+        eval_limit=8,
+        seed=0,
+        missing_eos_penalty=None,
+    )
     settings.update(overrides)
     return VLMPPOConfig(**settings)
 
@@ -67,8 +80,9 @@ def _updates(trainer) -> list[dict]:
 
 
 def test_lr_zero_reproduces_the_rollout_log_probs(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
-    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", learning_rate=0.0,
-                  reward_model_path=str(reward_checkpoint))  # fmt: skip
+    cfg = _config(
+        tiny_checkpoint, synthetic_data, tmp_path / "out", learning_rate=0.0, reward_model_path=str(reward_checkpoint)
+    )
     trainer = build_trainer(cfg)
     run(trainer)
     logs = _updates(trainer)
@@ -85,14 +99,21 @@ class WrongImages(VLMPPOTrainer):
 
 
 def test_minibatch_with_the_wrong_images_is_caught(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
-    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "a", learning_rate=0.0, ratio_tolerance=1e9,
-                  reward_model_path=str(reward_checkpoint))  # fmt: skip
+    cfg = _config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "a",
+        learning_rate=0.0,
+        ratio_tolerance=1e9,
+        reward_model_path=str(reward_checkpoint),
+    )
     trainer = build_trainer(cfg, trainer_class=WrongImages)
     run(trainer)
     assert all(log["policy/approxkl_avg"] > 1e-4 for log in _updates(trainer))
     # With the guard on, the run stops at its first update and says why.
-    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "b", learning_rate=0.0,
-                  reward_model_path=str(reward_checkpoint))  # fmt: skip
+    cfg = _config(
+        tiny_checkpoint, synthetic_data, tmp_path / "b", learning_rate=0.0, reward_model_path=str(reward_checkpoint)
+    )
     with pytest.raises(TrainingStopped, match="ratio at the first minibatch"):
         run(build_trainer(cfg, trainer_class=WrongImages))
     assert not (tmp_path / "b" / "summary.json").exists()
@@ -129,8 +150,16 @@ def test_images_condition_rollout_values_and_rewards(tiny_checkpoint, synthetic_
 
 def test_a_fixed_rule_reward_is_learned(tiny_checkpoint, synthetic_data, tmp_path):
     """A reward that needs the image (answers starting a-m are right for even image ids, n-z for odd) is learned."""
-    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", total_episodes=8 * 30, learning_rate=1e-2,
-                  num_ppo_epochs=4, kl_coef=0.0, collapse_length_factor=100.0)  # fmt: skip
+    cfg = _config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "out",
+        total_episodes=8 * 30,
+        learning_rate=1e-2,
+        num_ppo_epochs=4,
+        kl_coef=0.0,
+        collapse_length_factor=100.0,
+    )
     trainer = build_trainer(cfg, reward_fn=favoured_first_letter)
     run(trainer)
     scores = [log["objective/scores"] for log in _updates(trainer)]
@@ -148,8 +177,16 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_checkpoint, synthetic_dat
     same rows, and its first resumed update matches the uninterrupted run's; a restart without `--resume` is refused."""
 
     def config(out, **kw):
-        return _config(tiny_checkpoint, synthetic_data, out, total_episodes=8 * 4, save_strategy="steps",
-                       save_steps=2, reward_model_path=str(reward_checkpoint), **kw)  # fmt: skip
+        return _config(
+            tiny_checkpoint,
+            synthetic_data,
+            out,
+            total_episodes=8 * 4,
+            save_strategy="steps",
+            save_steps=2,
+            reward_model_path=str(reward_checkpoint),
+            **kw,
+        )
 
     whole = build_trainer(config(tmp_path / "whole"))
     run(whole)
@@ -174,8 +211,16 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_checkpoint, synthetic_dat
 
 
 def test_held_out_evaluation_keeps_the_best_checkpoint(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
-    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", eval_strategy="steps", eval_steps=2,
-                  best_metric="reward", reward_model_path=str(reward_checkpoint), sample_every=1)  # fmt: skip
+    cfg = _config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "out",
+        eval_strategy="steps",
+        eval_steps=2,
+        best_metric="reward",
+        reward_model_path=str(reward_checkpoint),
+        sample_every=1,
+    )
     trainer = build_trainer(cfg)
     out = run(trainer)
     summary = json.loads((out / "summary.json").read_text())
@@ -198,13 +243,40 @@ def _launch(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
 
 def _flags(tiny_checkpoint, synthetic_data, reward_checkpoint, out, *extra) -> list[str]:
     return [
-        "--config", "configs/demo/ppo.yaml", "--sft_model_path", str(tiny_checkpoint),
-        "--reward_model_path", str(reward_checkpoint), "--data_dir", str(synthetic_data), "--output_dir", str(out),
-        "--vision_feature_cache", str(out.parent / "cache"), "--per_device_train_batch_size", "4",
-        "--gradient_accumulation_steps", "1", "--total_episodes", "24", "--report_to", "none",
-        "--eval_limit", "6", "--eval_steps", "3", "--save_strategy", "no", "--sample_every", "1",
-        "--local_rollout_forward_batch_size", "4", "--per_device_eval_batch_size", "4", *extra,
-    ]  # fmt: skip
+        "--config",
+        "configs/demo/ppo.yaml",
+        "--sft_model_path",
+        str(tiny_checkpoint),
+        "--reward_model_path",
+        str(reward_checkpoint),
+        "--data_dir",
+        str(synthetic_data),
+        "--output_dir",
+        str(out),
+        "--vision_feature_cache",
+        str(out.parent / "cache"),
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "1",
+        "--total_episodes",
+        "24",
+        "--report_to",
+        "none",
+        "--eval_limit",
+        "6",
+        "--eval_steps",
+        "3",
+        "--save_strategy",
+        "no",
+        "--sample_every",
+        "1",
+        "--local_rollout_forward_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        *extra,
+    ]
 
 
 def test_two_process_lora_run_syncs_ranks_and_gathers_metrics(
@@ -249,10 +321,17 @@ def test_bad_inputs_get_one_clear_error(tiny_checkpoint, synthetic_data, reward_
     base = ["ppo", "--sft_model_path", str(tiny_checkpoint), "--data_dir", str(synthetic_data), "--report_to", "none"]
     cases = {
         "another tokenizer than the policy": base + ["--reward_model_path", str(other_rm)],
-        "not a vlm-rlhf checkpoint": ["ppo", "--sft_model_path", str(synthetic_data), "--data_dir",
-                                      str(synthetic_data), "--reward_model_path", str(reward_checkpoint)],
+        "not a vlm-rlhf checkpoint": [
+            "ppo",
+            "--sft_model_path",
+            str(synthetic_data),
+            "--data_dir",
+            str(synthetic_data),
+            "--reward_model_path",
+            str(reward_checkpoint),
+        ],
         "not a reward model": base + ["--reward_model_path", str(tiny_checkpoint)],
-    }  # fmt: skip
+    }
     for message, argv in cases.items():
         assert cli_main(argv + ["--output_dir", str(tmp_path / "out")]) == 2
         assert message in capsys.readouterr().err
@@ -276,8 +355,17 @@ def test_guards_fire_on_negative_kl_and_collapsed_answers():
 def test_a_collapsing_run_stops_with_its_last_good_checkpoint(tiny_checkpoint, synthetic_data, tmp_path):
     """Rewarding the empty answer at a high learning rate collapses the answers; the guard stops the run and
     names the checkpoint to go back to."""
-    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", total_episodes=8 * 40, learning_rate=3e-2,
-                  kl_coef=0.0, save_strategy="steps", save_steps=1, collapse_length_factor=2.0)  # fmt: skip
+    cfg = _config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "out",
+        total_episodes=8 * 40,
+        learning_rate=3e-2,
+        kl_coef=0.0,
+        save_strategy="steps",
+        save_steps=1,
+        collapse_length_factor=2.0,
+    )
     with pytest.raises(TrainingStopped, match=r"answers collapsed|collapsed onto one answer") as stopped:
         run(build_trainer(cfg, reward_fn=lambda rows, answers: torch.tensor([-len(a) / 10 for a in answers])))
     assert "last good checkpoint is" in str(stopped.value) and "checkpoint-" in str(stopped.value)

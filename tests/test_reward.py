@@ -125,10 +125,18 @@ def test_the_score_depends_on_the_image(tiny_checkpoint, synthetic_data, tmp_pat
         key = answer_id(image, "How many objects are there?", "2", "test")
         verdict = "correct" if image in correct_images else "incorrect"
         rows.append(
-            {"annotation_id": f"simulated/a/{key}", "answer_id": key, "verdict": verdict, "annotator": "a",
-             "source": "simulated", "image": image, "question_id": 0, "question": "How many objects are there?",
-             "answer": "2"}
-        )  # fmt: skip
+            {
+                "annotation_id": f"simulated/a/{key}",
+                "answer_id": key,
+                "verdict": verdict,
+                "annotator": "a",
+                "source": "simulated",
+                "image": image,
+                "question_id": 0,
+                "question": "How many objects are there?",
+                "answer": "2",
+            }
+        )
     LabelStore(tmp_path / "labels").append(rows)
     cfg = _config(tiny_checkpoint, tmp_path / "labels", tmp_path / "rm", min_labels=4, num_train_epochs=60)
     cfg.learning_rate = 3e-4
@@ -136,9 +144,12 @@ def test_the_score_depends_on_the_image(tiny_checkpoint, synthetic_data, tmp_pat
     model, processor = load_reward_model(out)
     train_images = [r["image"] for r in labelled_answers(str(tmp_path / "labels"), cfg) if r["side"] == "train"]
     scores = score_answers(
-        model, processor, [load_image(p) for p in train_images], ["How many objects are there?"] * len(train_images),
+        model,
+        processor,
+        [load_image(p) for p in train_images],
+        ["How many objects are there?"] * len(train_images),
         ["2"] * len(train_images),
-    )  # fmt: skip
+    )
     assert len(train_images) >= 4 and scores.std() > 0.5
     accuracy = np.mean([(s > 0) == (p in correct_images) for s, p in zip(scores.tolist(), train_images)])
     assert accuracy >= 0.85  # chance is 0.5: the answer and question are the same on every image
@@ -202,10 +213,15 @@ def test_pairwise_objective_ranks_correct_above_incorrect(tiny_checkpoint, synth
 def test_reward_score_adds_rewards_to_answers(trained_rm, tiny_checkpoint, synthetic_data, tmp_path):
     questions = load_vqa(synthetic_data, "val2014")
     records = [
-        {"answer_id": f"a{i}", "image": q["image_path"], "question_id": q["question_id"], "question": q["question"],
-         "answer": text}
+        {
+            "answer_id": f"a{i}",
+            "image": q["image_path"],
+            "question_id": q["question_id"],
+            "question": q["question"],
+            "answer": text,
+        }
         for i, (q, text) in enumerate(zip(questions, ["2", "1", "4", "3", "2", "3"]))
-    ]  # fmt: skip
+    ]
     write_answers(tmp_path / "answers.jsonl", records)
     argv = ["reward", "score", "--model", str(trained_rm[0]), "--answers", str(tmp_path / "answers.jsonl")]
     assert main(argv + ["--batch_size", "4"]) == 0
@@ -284,9 +300,13 @@ def test_partial_checkpoint_is_set_aside_and_the_complete_one_resumed(
 def test_lora_reward_model_trains_adapters_and_saves_a_plain_model(tiny_checkpoint, synthetic_data, tmp_path):
     _labels(tmp_path / "labels", synthetic_data)
     cfg = _config(
-        tiny_checkpoint, tmp_path / "labels", tmp_path / "rm", lora={"r": 4, "alpha": 8}, report_to="tensorboard",
+        tiny_checkpoint,
+        tmp_path / "labels",
+        tmp_path / "rm",
+        lora={"r": 4, "alpha": 8},
+        report_to="tensorboard",
         num_train_epochs=3,
-    )  # fmt: skip
+    )
     out = train(cfg)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lora"] == {"r": 4, "alpha": 8}
@@ -296,9 +316,12 @@ def test_lora_reward_model_trains_adapters_and_saves_a_plain_model(tiny_checkpoi
     assert not any("lora" in name for name, _ in model.named_parameters())
     held_out = [r for r in labelled_answers(str(tmp_path / "labels"), cfg) if r["side"] == "eval"]
     logits = score_answers(
-        model, processor, [load_image(r["image"]) for r in held_out], [r["question"] for r in held_out],
+        model,
+        processor,
+        [load_image(r["image"]) for r in held_out],
+        [r["question"] for r in held_out],
         [r["answer"] for r in held_out],
-    ).numpy()  # fmt: skip
+    ).numpy()
     assert binary_metrics(logits, np.array([r["label"] for r in held_out]))["accuracy"] == pytest.approx(
         summary["held_out"]["labels"]["accuracy"]
     )  # the saved model is the one that was measured
@@ -322,12 +345,20 @@ def test_gold_filtering_drops_a_careless_annotator(tiny_checkpoint, synthetic_da
                 gold[key] = verdict
             for who in ("good1", "good2", "careless") if is_gold else [("good1", "good2", "careless")[(i + j) % 3]]:
                 flip = who == "careless" and random.Random(f"{who}/{key}").random() < 0.3
-                rows.append({
-                    "annotation_id": f"simulated/{who}/{key}", "answer_id": key, "annotator": who,
-                    "verdict": {"correct": "incorrect", "incorrect": "correct"}[verdict] if flip else verdict,
-                    "source": "simulated", "image": q["image_path"], "question_id": q["question_id"],
-                    "question": q["question"], "answer": text, "vqa_accuracy": 1.0 if verdict == "correct" else 0.0,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "annotation_id": f"simulated/{who}/{key}",
+                        "answer_id": key,
+                        "annotator": who,
+                        "verdict": {"correct": "incorrect", "incorrect": "correct"}[verdict] if flip else verdict,
+                        "source": "simulated",
+                        "image": q["image_path"],
+                        "question_id": q["question_id"],
+                        "question": q["question"],
+                        "answer": text,
+                        "vqa_accuracy": 1.0 if verdict == "correct" else 0.0,
+                    }
+                )
     LabelStore(tmp_path / "labels").append(rows)
     key_file = write_gold(tmp_path / "answers.gold.jsonl", gold)
     quality = annotator_quality(LabelStore(tmp_path / "labels").latest(), gold)
@@ -335,8 +366,9 @@ def test_gold_filtering_drops_a_careless_annotator(tiny_checkpoint, synthetic_da
     assert 0.5 < quality["careless"]["gold_accuracy"] < 0.85
 
     plain = _config(tiny_checkpoint, tmp_path / "labels", tmp_path / "plain")
-    filtered = _config(tiny_checkpoint, tmp_path / "labels", tmp_path / "filtered",
-                       gold=[str(key_file)], min_gold_accuracy=0.85)  # fmt: skip
+    filtered = _config(
+        tiny_checkpoint, tmp_path / "labels", tmp_path / "filtered", gold=[str(key_file)], min_gold_accuracy=0.85
+    )
 
     def truth_share(cfg):
         decided = check_trainable(labelled_answers(str(tmp_path / "labels"), cfg), cfg, "labels")

@@ -50,9 +50,11 @@ class PipelineConfig:
     ppo_config: str = field(default="configs/demo/ppo.yaml", metadata={"help": "`ppo` config (stage 4)."})
     ppo_from_sft_checkpoint: str | None = field(
         default=None,
-        metadata={"help": "Start PPO from this checkpoint of the SFT run (e.g. checkpoint-500: an earlier, less "
-                          "certain policy); default: the final SFT model."},
-    )  # fmt: skip
+        metadata={
+            "help": "Start PPO from this checkpoint of the SFT run (e.g. checkpoint-500: an earlier, less "
+            "certain policy); default: the final SFT model."
+        },
+    )
     instruct_data_config: str = field(
         default="configs/demo/instruct-data.yaml", metadata={"help": "`data instruct-mix` config (stage 5's data)."}
     )
@@ -151,8 +153,9 @@ def _labels_and_reward(cfg: PipelineConfig, run: RunFolders, policy: Path) -> tu
         run_command(
             "label",
             ["round", "--config", cfg.labeling_config, *_flags(model=policy, data_dir=run.data, split=SPLITS["train"])]
-            + _flags(output_dir=run.labels, round=round_) + previous,
-        )  # fmt: skip
+            + _flags(output_dir=run.labels, round=round_)
+            + previous,
+        )
         labels = _summary(run.labels / f"round-{round_}")
         reward_dir = run.reward(round_, last=round_ == cfg.label_rounds)
         if not is_complete(reward_dir):
@@ -160,11 +163,19 @@ def _labels_and_reward(cfg: PipelineConfig, run: RunFolders, policy: Path) -> tu
             run_command(
                 "reward",
                 ["train", "--config", cfg.reward_config, *_flags(init_from=policy, label_store=labels["store"])]
-                + _flags(output_dir=reward_dir, vision_feature_cache=run.features) + gold,
-            )  # fmt: skip
+                + _flags(output_dir=reward_dir, vision_feature_cache=run.features)
+                + gold,
+            )
         held_out = _summary(reward_dir)["held_out"]
-        rounds.append({"round": round_, "selection": labels["selection"], "reward_model": str(reward_dir),
-                       "labels": labels["stats"]["annotations"], "held_out": held_out})  # fmt: skip
+        rounds.append(
+            {
+                "round": round_,
+                "selection": labels["selection"],
+                "reward_model": str(reward_dir),
+                "labels": labels["stats"]["annotations"],
+                "held_out": held_out,
+            }
+        )
     return labels | {"rounds": rounds}, reward_dir
 
 
@@ -185,7 +196,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "sft",
             ["--config", cfg.sft_config, *_flags(init_from=init_dir, data_dir=data_dir, output_dir=sft_dir)]
             + _flags(vision_feature_cache=run.features),
-        )  # fmt: skip
+        )
     sft_summary = _summary(sft_dir)
     eval_dir = run.eval("eval")
     report = _evaluation(cfg, {"init": init_dir, "sft": sft_dir}, data_dir, eval_dir)
@@ -196,15 +207,17 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     ppo_dir = run.model("ppo")
     ppo_start = sft_dir / cfg.ppo_from_sft_checkpoint if cfg.ppo_from_sft_checkpoint else sft_dir
     if cfg.ppo_from_sft_checkpoint and not ppo_start.is_dir():
-        raise ValueError(f"ppo_from_sft_checkpoint: {ppo_start} is not a checkpoint of the SFT run (keep it with "
-                         "save_total_limit in the SFT config)")  # fmt: skip
+        raise ValueError(
+            f"ppo_from_sft_checkpoint: {ppo_start} is not a checkpoint of the SFT run (keep it with "
+            "save_total_limit in the SFT config)"
+        )
     check_checkpoint(ppo_start, "policy", "ppo_from_sft_checkpoint")
     if not is_complete(ppo_dir):
         run_command(
             "ppo",
             ["--config", cfg.ppo_config, *_flags(sft_model_path=ppo_start, reward_model_path=reward_dir)]
             + _flags(data_dir=data_dir, output_dir=ppo_dir, resume="true", vision_feature_cache=run.features),
-        )  # fmt: skip
+        )
     ppo_summary = _summary(ppo_dir)
     rl_eval_dir = run.eval("eval-rl")
     rl_models = {"sft": sft_dir} | ({"ppo-start": ppo_start} if ppo_start != sft_dir else {}) | {"ppo": ppo_dir}
@@ -263,7 +276,7 @@ def _instruct(cfg: PipelineConfig, run: RunFolders, data_dir: Path, start: Path)
             + _flags(train_data=mix_file(data_dir, train), train_images=data_dir / train)
             + _flags(eval_data=mix_file(data_dir, val), eval_images=data_dir / val)
             + _flags(vision_feature_cache=run.features),
-        )  # fmt: skip
+        )
     models = {"instruct-start": start, "instruct": out}
     return out, _evaluation(cfg, models, data_dir, run.eval("eval-instruct"), chat=True)
 

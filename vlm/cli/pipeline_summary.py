@@ -35,8 +35,10 @@ def _rounds_line(labels: dict) -> str:
     parts = []
     for r in labels.get("rounds", []):
         truth = r["held_out"].get("truth", r["held_out"]["labels"])
-        parts.append(f"round {r['round']} ({r['selection'] or 'all answers'}, {r['labels']} labels so far): "
-                     f"RM held-out agreement with the truth {100 * truth['accuracy']:.1f} %")  # fmt: skip
+        parts.append(
+            f"round {r['round']} ({r['selection'] or 'all answers'}, {r['labels']} labels so far): "
+            f"RM held-out agreement with the truth {100 * truth['accuracy']:.1f} %"
+        )
     return "; ".join(parts)
 
 

@@ -153,8 +153,9 @@ def chat_metrics(model, processor, data_dir: str, split: str, image_dir, questio
         replies.extend(answers)
         return answers
 
-    described = chat([[user_message(DETAIL_PROMPTS[0], True)] for _ in ids], [images[i] for i in ids],
-                     settings.description_tokens)  # fmt: skip
+    described = chat(
+        [[user_message(DETAIL_PROMPTS[0], True)] for _ in ids], [images[i] for i in ids], settings.description_tokens
+    )
     out |= description_metrics([a.text for a in described], [scenes[i] for i in ids])
 
     rng = random.Random(0)

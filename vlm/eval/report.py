@@ -24,8 +24,9 @@ def _judged_table(results: list[dict], names: list[str]) -> list[str]:
         ("kl_to_reference", "KL to the reference (nats/answer)"),
     ):
         if any(r["metrics"] and key in r["metrics"] for r in results):
-            rows.append([label] + [f"{r['metrics'][key]:.3f}" if r["metrics"] and key in r["metrics"] else "–"
-                                   for r in results])  # fmt: skip
+            rows.append(
+                [label] + [f"{r['metrics'][key]:.3f}" if r["metrics"] and key in r["metrics"] else "–" for r in results]
+            )
     return ["## Reward and KL", "", _table([""] + names, rows), ""] if rows else []
 
 

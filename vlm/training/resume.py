@@ -111,8 +111,11 @@ def train_resumably(trainer, output_dir: str | Path):
             aside = set_aside(folder)
             logger.warning(
                 "%s is incomplete (no %s): a run stopped while writing it; set aside as %s, resuming from %s",
-                folder, ", ".join(gaps), aside.name, last.name if last else "the start",
-            )  # fmt: skip
+                folder,
+                ", ".join(gaps),
+                aside.name,
+                last.name if last else "the start",
+            )
     trainer.accelerator.wait_for_everyone()
     resumed = str(last) if last else None
     if resumed:
