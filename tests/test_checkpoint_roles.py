@@ -179,5 +179,5 @@ def test_check_checkpoint(reward_checkpoint, tiny_checkpoint, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "vlm_rlhf", "architectures": ["Other"]}')
     with pytest.raises(ValueError, match=f"^{tmp_path}: is a VLM checkpoint saved as Other, not a policy"):
         check_checkpoint(tmp_path, "policy")
-    with pytest.raises(ValueError, match="role"):
+    with pytest.raises(AssertionError, match="role"):  # a programming error, not bad input
         check_checkpoint(tiny_checkpoint, "value model")
