@@ -183,7 +183,6 @@ def run_round(cfg: RoundConfig) -> dict:
             f"{out} holds answers and labels made with other labeling settings ({plan_file}); "
             "remove that folder to start the labels again, or choose another output_dir"
         )
-    record_config(cfg, out=round_dir)
     if not answers_file.is_file():
         generate(
             GenerateConfig(
@@ -204,6 +203,7 @@ def run_round(cfg: RoundConfig) -> dict:
             )
         )
         atomic_write_json(plan_file, cfg.plan(), indent=2)
+    record_config(cfg, out=round_dir)  # once the policy has answered: a refused round writes nothing
     if cfg.label_studio:
         settings = LabelStudioSettings.from_config(cfg.label_studio)
         source = _from_label_studio(settings, answers_file, store, Path(cfg.data_dir), cfg.gold_rate)
