@@ -29,7 +29,7 @@ _TINY = TinyPreset()  # the shipped demo model's shapes, so the benchmark follow
 SIZES = {
     # name: (vision config, GPT-2 config)
     "tiny": (
-        _TINY.vision_config_kwargs(),
+        _TINY.vision_config().to_dict(),
         dict(
             n_embd=_TINY.text_hidden_size,
             n_layer=_TINY.text_layers,

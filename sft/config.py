@@ -23,10 +23,20 @@ class VQASFTConfig(TrainedPartsConfig, SFTConfig):
     init_from: str | None = field(default=None, metadata={"help": "VLM checkpoint to start from (init-model's)."})
     data_dir: str | None = field(default=None, metadata={"help": "VQA v2 folder (questions, annotations, images)."})
     train_split: str = field(default="train2014", metadata={"help": "VQA split trained on."})
-    eval_split: str | None = field(default="val2014", metadata={"help": "Split for the eval loss; none to skip."})
+    eval_split: str | None = field(
+        default="val2014", metadata={"help": "Split for the eval loss and VQA accuracy; none to skip."}
+    )
     image_dir: str | None = field(default=None, metadata={"help": "Image folder (default: <data_dir>/<split>)."})
     train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
-    eval_limit: int | None = field(default=512, metadata={"help": "Questions in the eval-loss set."})
+    eval_limit: int | None = field(default=512, metadata={"help": "Questions evaluated (none: the whole split)."})
+    eval_vqa_accuracy: bool = field(
+        default=True,
+        metadata={
+            "help": "At each evaluation also answer the eval questions (greedy): official VQA accuracy overall and "
+            "per question type, the learning curve in summary.json."
+        },
+    )
+    eval_max_new_tokens: int = field(default=8, metadata={"help": "Longest answer generated at evaluation."})
     answer: str = field(
         default="multiple_choice",
         metadata={

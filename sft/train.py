@@ -17,6 +17,7 @@ from trl import SFTTrainer
 from sft.config import VQASFTConfig
 from sft.data import AttachImages, vqa_sft_rows, with_images
 from sft.trainer_setup import load_start, sft_trainer
+from sft.vqa_curve import VQACurve, VQASFTTrainer, vqa_curve_points
 from vlm.config_parsing import parse_config, record_config
 from vlm.data.vqa import load_vqa
 from vlm.io import atomic_write_json
@@ -40,15 +41,18 @@ def _datasets(cfg: VQASFTConfig, model, processor):
     attach = AttachImages(eos, bank, sample_answers=cfg.answer == "sample", seed=cfg.seed)
     train = with_images(vqa_sft_rows(train_vqa, eos), attach)
     evaluation = with_images(vqa_sft_rows(eval_vqa, eos), attach) if eval_vqa is not None else None
-    return train, evaluation
+    curve = None
+    if eval_vqa is not None and cfg.eval_vqa_accuracy:
+        curve = VQACurve(eval_vqa, bank, cfg.eval_max_new_tokens, cfg.per_device_eval_batch_size)
+    return train, evaluation, curve
 
 
-def build_trainer(cfg: VQASFTConfig) -> SFTTrainer:
+def build_trainer(cfg: VQASFTConfig) -> VQASFTTrainer:
     if not cfg.init_from or not cfg.data_dir:
         raise ValueError("sft needs --init_from CHECKPOINT and --data_dir VQA_FOLDER")
     model, processor = load_start(cfg)
-    train, evaluation = _datasets(cfg, model, processor)
-    trainer = sft_trainer(cfg, model, processor, train, evaluation)
+    train, evaluation, curve = _datasets(cfg, model, processor)
+    trainer = sft_trainer(cfg, model, processor, train, evaluation, vqa_curve=curve)
     trainable, total = trainable_parameters(trainer.model)
     logger.info("training %.2fM of %.2fM parameters on %d questions", trainable / 1e6, total / 1e6, len(train))
     return trainer
@@ -89,6 +93,7 @@ def _summary(cfg: VQASFTConfig, trainer: SFTTrainer, result, resumed_from, secon
         },
         "epochs": round(trainer.state.epoch or 0.0, 3),
         "final_eval_loss": evals[-1] if evals else None,
+        "vqa_curve": vqa_curve_points(trainer.state.log_history),
         "train_runtime_s": round(runtime, 1),
         "tokens": int(tokens),
         "tokens_per_second": round(tokens / runtime, 1) if runtime else None,

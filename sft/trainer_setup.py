@@ -4,8 +4,8 @@ start checkpoint with the configured freezing, and build the trainer with the op
 from __future__ import annotations
 
 from transformers import set_seed
-from trl import SFTTrainer
 
+from sft.vqa_curve import VQACurve, VQASFTTrainer
 from vlm.model.builder import check_checkpoint, load_vlm
 from vlm.training.adaptation import apply_freeze_overrides, language_model_lora
 
@@ -19,13 +19,14 @@ def load_start(cfg):
     return model, processor
 
 
-def sft_trainer(cfg, model, processor, train, evaluation) -> SFTTrainer:
+def sft_trainer(cfg, model, processor, train, evaluation, vqa_curve: VQACurve | None = None) -> VQASFTTrainer:
     peft_config = language_model_lora(cfg.lora, model.config) if cfg.lora is not None else None
-    return SFTTrainer(
+    return VQASFTTrainer(
         model=model,
         args=cfg,
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=processor,
         peft_config=peft_config,
+        vqa_curve=vqa_curve,
     )

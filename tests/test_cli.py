@@ -27,6 +27,7 @@ from sft.instruct_config import InstructConfig
 from vlm.cli import main
 from vlm.cli.init_model import InitModelConfig
 from vlm.cli.pipeline import PipelineConfig
+from vlm.cli.pretrain_base import PretrainBaseConfig
 from vlm.config_parsing import parse_config
 from vlm.model.builder import load_vlm
 from vlm.synthetic.dataset import SynthConfig
@@ -45,6 +46,7 @@ CONFIG_TYPES = {
     "instruct.yaml": (InstructConfig,),
     "instruct-data.yaml": (InstructMixConfig,),
     "labeling.yaml": (RoundConfig,),
+    "base.yaml": (PretrainBaseConfig,),
 }
 # What the pipeline passes beside a shipped YAML that the YAML cannot hold: the labels' gold key files.
 PIPELINE_FLAGS = {"configs/demo/reward.yaml": ["--gold", "runs/demo/labels/round-1/answers.gold.jsonl"]}

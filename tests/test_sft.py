@@ -29,6 +29,7 @@ from sft.data import AttachImages, vqa_sft_rows, with_images
 from sft.train import build_trainer, run_training, train
 from vlm.cli import main as cli_main
 from vlm.data import load_vqa
+from vlm.eval.vqa import GenerationSettings, predict, score_predictions
 from vlm.model.builder import load_vlm
 from vlm.training.feature_bank import build_feature_bank
 
@@ -114,8 +115,18 @@ def test_sft_learns_and_writes_its_summary(tiny_checkpoint, synthetic_data, tmp_
     assert summary["steps"] == 20 and summary["tokens"] > 0 and summary["tokens_per_second"] > 0
     assert summary["final_loss"] < 0.5 * summary["first_loss"]
     assert summary["data"]["train_questions"] == len(load_vqa(synthetic_data, "train2014"))
-    model, _ = load_vlm(out)  # the final model is a plain VLM checkpoint
+    model, processor = load_vlm(out)  # the final model is a plain VLM checkpoint
     assert model.config.freeze_vision
+    # the learning curve: held-out VQA accuracy at each evaluation, overall and per question type; its last point
+    # is what `vlm-rlhf eval` measures on the final model (same questions, greedy)
+    curve = summary["vqa_curve"]
+    held_out = load_vqa(synthetic_data, "val2014", limit=16)
+    assert [p["step"] for p in curve] == [10, 20]
+    assert set(curve[-1]) == {"step", "vqa_accuracy", *held_out["question_type"]}
+    scored = score_predictions(predict(model, processor, held_out, GenerationSettings()), held_out)
+    assert curve[-1]["vqa_accuracy"] == pytest.approx(scored["accuracy"], abs=1e-4)
+    for question_type, accuracy in scored["accuracy_by_question_type"].items():
+        assert curve[-1][question_type] == pytest.approx(accuracy, abs=1e-4)
     with pytest.raises(FileExistsError, match="finished SFT run"):
         train(cfg)
 
@@ -307,6 +318,7 @@ def test_two_process_accelerate_launch_on_cpu(tiny_checkpoint, synthetic_data, t
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sft"]
     flags = _sft_flags(tiny_checkpoint, synthetic_data, out, tmp_path / "cache", 4) + ["--report_to", "none"]
+    flags += ["--eval_strategy", "steps", "--eval_steps", "2", "--eval_limit", "15"]  # odd: one rank repeats a row
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(launch + flags, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -314,6 +326,8 @@ def test_two_process_accelerate_launch_on_cpu(tiny_checkpoint, synthetic_data, t
     assert summary["world_size"] == 2 and summary["steps"] == 4
     steps_per_epoch = -(-summary["data"]["train_questions"] // (4 * 2))  # both processes share each epoch
     assert summary["epochs"] == pytest.approx(4 / steps_per_epoch, abs=1e-3)
+    assert [p["step"] for p in summary["vqa_curve"]] == [2, 4]  # the ranks' answers gathered at each evaluation
+    assert all(0.0 <= p["vqa_accuracy"] <= 1.0 for p in summary["vqa_curve"])
 
 
 def test_sampled_answers_come_from_the_humans_and_vary(tiny_checkpoint, synthetic_data):

@@ -9,6 +9,11 @@ import importlib
 COMMANDS = {
     "pipeline": ("vlm.cli.pipeline", "main", "run every stage on the configured setup (the demo: `make demo`)"),
     "init-model": ("vlm.cli.init_model", "main", "build a fresh VLM (tiny preset, or CLIP + GPT-2 checkpoints)"),
+    "pretrain-base": (
+        "vlm.cli.pretrain_base",
+        "main",
+        "build the tiny preset's pre-trained vision tower (the demo's stand-in for CLIP) and its card",
+    ),
     "sft": ("sft.train", "main", "stage 1: answer-only VQA SFT on TRL's SFTTrainer"),
     "eval": ("vlm.cli.evaluate", "main", "VQA accuracy of one or more checkpoints, side by side"),
     "data": (

@@ -12,16 +12,16 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from vlm.model.builder import build_vlm
 from vlm.model.chat_template import LLAVA_SYSTEM
+from vlm.synthetic.base_tower import load_base_tower
 from vlm.synthetic.questions import conversation, sample_questions
 from vlm.synthetic.scenes import sample_scene
-from vlm.synthetic.tower_pretraining import pretrain_vision_tower
 
 EOS_TOKEN = "<|endoftext|>"
 
 
 @dataclass
-class TinyPreset:
-    """Sizes of the embedded default (about 1.7M parameters at these values)."""
+class TowerShape:
+    """Sizes of the tiny CLIP vision tower (shared by the preset and `vlm-rlhf pretrain-base`)."""
 
     image_size: int = field(default=64, metadata={"help": "Side of the square input image of the tower, in pixels."})
     # 64 px / 16 -> 16 patches + CLS = 17 image tokens
@@ -31,6 +31,22 @@ class TinyPreset:
     vision_heads: int = field(
         default=4, metadata={"help": "Attention heads of the vision tower (also the projector's encoder layer)."}
     )
+
+    def vision_config(self) -> CLIPVisionConfig:
+        return CLIPVisionConfig(
+            hidden_size=self.vision_hidden_size,
+            intermediate_size=4 * self.vision_hidden_size,
+            num_hidden_layers=self.vision_layers,
+            num_attention_heads=self.vision_heads,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+        )
+
+
+@dataclass
+class TinyPreset(TowerShape):
+    """Sizes of the embedded default (about 1.7M parameters at these values)."""
+
     text_hidden_size: int = field(default=128, metadata={"help": "Width (n_embd) of the GPT-2 language model."})
     text_layers: int = field(default=4, metadata={"help": "Transformer layers (n_layer) of the language model."})
     text_heads: int = field(default=4, metadata={"help": "Attention heads (n_head) of the language model."})
@@ -43,32 +59,14 @@ class TinyPreset:
     corpus_scenes: int = field(
         default=3000, metadata={"help": "Synthetic scenes whose questions, answers and texts train the tokenizer."}
     )
-    seed: int = field(
-        default=0, metadata={"help": "Seed of the tokenizer corpus, the random weights and the tower pre-training."}
+    seed: int = field(default=0, metadata={"help": "Seed of the tokenizer corpus and the random weights."})
+    vision_base: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pre-trained tower: a folder written by `vlm-rlhf pretrain-base`, or `shipped` for the one in "
+            "the package (vlm/synthetic/base); none keeps the tower random. Its sizes must match the preset's."
+        },
     )
-    # Pre-train the vision tower in code (CLIP's contrastive loss on scene descriptions;
-    # vlm/synthetic/tower_pretraining.py).
-    vision_pretrain_steps: int = field(
-        default=0,
-        metadata={"help": "Optimizer steps of the in-code contrastive pre-training of the tower; 0 keeps it random."},
-    )
-    vision_pretrain_batch_size: int = field(
-        default=128, metadata={"help": "Image-text pairs per step of the tower pre-training."}
-    )
-    vision_pretrain_learning_rate: float = field(
-        default=2e-3, metadata={"help": "Peak learning rate (AdamW, one-cycle schedule) of the tower pre-training."}
-    )
-
-    def vision_config_kwargs(self) -> dict:
-        """`CLIPVisionConfig` arguments of this preset's tower (the builder and the benchmark share them)."""
-        return dict(
-            hidden_size=self.vision_hidden_size,
-            intermediate_size=4 * self.vision_hidden_size,
-            num_hidden_layers=self.vision_layers,
-            num_attention_heads=self.vision_heads,
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-        )
 
 
 def synthetic_corpus(n_scenes: int, seed: int) -> list[str]:
@@ -102,12 +100,11 @@ def train_tiny_tokenizer(preset: TinyPreset) -> PreTrainedTokenizerFast:
 
 
 def build_tiny_vlm(preset: TinyPreset | None = None, **config_kwargs):
-    """Build the tiny VLM and its processor in code: a CLIP vision tower (random, or pre-trained here with
-    `vision_pretrain_steps`), a random GPT-2 and a tokenizer trained on the synthetic corpus."""
+    """Build the tiny VLM and its processor in code: a CLIP vision tower (random, or the pre-trained base named by
+    `vision_base`), a random GPT-2 and a tokenizer trained on the synthetic corpus."""
     preset = preset or TinyPreset()
     torch.manual_seed(preset.seed)
     tokenizer = train_tiny_tokenizer(preset)
-    vision_config = CLIPVisionConfig(**preset.vision_config_kwargs())
     lm = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=len(tokenizer),
@@ -123,18 +120,9 @@ def build_tiny_vlm(preset: TinyPreset | None = None, **config_kwargs):
         size={"shortest_edge": preset.image_size},
         crop_size={"height": preset.image_size, "width": preset.image_size},
     )
-    if preset.vision_pretrain_steps > 0:
-        vision, _ = pretrain_vision_tower(
-            vision_config,
-            tokenizer,
-            image_processor.image_mean,
-            image_processor.image_std,
-            steps=preset.vision_pretrain_steps,
-            batch_size=preset.vision_pretrain_batch_size,
-            learning_rate=preset.vision_pretrain_learning_rate,
-            seed=preset.seed,
-        )
-    else:
-        vision = CLIPVisionModel(vision_config)
+    vision_config = preset.vision_config()
+    vision = (
+        load_base_tower(preset.vision_base, vision_config) if preset.vision_base else CLIPVisionModel(vision_config)
+    )
     config_kwargs.setdefault("projector_num_heads", preset.vision_heads)
     return build_vlm(vision, lm, tokenizer, image_processor, **config_kwargs)

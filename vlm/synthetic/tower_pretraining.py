@@ -1,134 +1,157 @@
-"""Pre-train the tiny preset's CLIP vision tower in code, with CLIP's own contrastive loss, on synthetic scenes.
+"""Pre-train the tiny preset's CLIP vision tower in code, supervised patch by patch by the scenes' ground truth.
 
-The real setup starts from `openai/clip-vit-base-patch32`, a tower that already sees; a random tower gives the
-VQA stage nothing to bind attributes to. This is the tiny preset's stand-in for CLIP's pre-training: a tiny
-`CLIPModel` (our vision config + a small text tower) learns to match rendered scenes with their descriptions
-("A red square is at the top left. ..."). Half of each batch are counterfactual twins of the other half (two
-objects' colours swapped, or one object's shape changed, layout kept), so in-batch negatives can only be told
-apart by which colour goes with which shape: the binding that VQA questions ask about. Only the vision tower is
-kept. Scenes are drawn from their own random stream, never the dataset's images.
+The real setup starts from `openai/clip-vit-base-patch32`, a tower that already sees; a random tower gives the VQA
+stage nothing to bind attributes to. This is the tiny preset's stand-in for CLIP's pre-training: every patch token
+learns, through two linear heads that are dropped afterwards, the colour and the shape of the object whose centre
+falls in that patch (or "none"). Scenes come from their own random stream, never the dataset's images, and go
+through the same JPEG round trip as the dataset's files.
+
+Why this objective (measured, docs/results.md "Stage 1"): at the demo's size it reaches ~99 % colour and shape on
+held-out objects in ~2500 steps of 64 scenes (~3.5 CPU-minutes), where CLIP's contrastive loss on scene descriptions
+spent 7 minutes to tell colour-swapped twins apart 51 % of the time. Adding the object's x, y as a target costs the
+patches their shape (99 -> 78 %): where an object is stays in the token's index, as in a ViT.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import io
 import logging
 import random
+import time
 
 import numpy as np
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, CLIPVisionModel
+from PIL import Image
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from vlm.synthetic.questions import describe
-from vlm.synthetic.scenes import SHAPES, Scene, render_scene, sample_scene
+from vlm.synthetic.scenes import COLORS, SHAPES, Scene, render_scene, sample_scene
 
 logger = logging.getLogger(__name__)
 
-
-def _unique(objects) -> bool:
-    pairs = [(o.color, o.shape) for o in objects]
-    return len(set(pairs)) == len(pairs)
+COLOR_NAMES = tuple(COLORS)
+JPEG_QUALITY = 92  # the dataset's default (`data synth --jpeg_quality`)
 
 
-def counterfactual(scene: Scene, rng: random.Random) -> Scene:
-    """The same layout with two objects' colours swapped (or one object's shape changed); every (colour, shape)
-    pair stays unique, so each description still has one referent per object."""
-    objects = list(scene.objects)
-    swaps = []
-    for i in range(len(objects)):
-        for j in range(i + 1, len(objects)):
-            a, b = objects[i], objects[j]
-            swapped = list(objects)
-            swapped[i] = dataclasses.replace(a, color=b.color, rgb=b.rgb)
-            swapped[j] = dataclasses.replace(b, color=a.color, rgb=a.rgb)
-            if a.color != b.color and a.shape != b.shape and _unique(swapped):
-                swaps.append(swapped)
-    if swaps and rng.random() < 0.5:
-        objects = rng.choice(swaps)
-    else:
-        i = rng.randrange(len(objects))
-        taken = {(o.color, o.shape) for o in objects}
-        shapes = [s for s in SHAPES if (objects[i].color, s) not in taken]
-        if shapes:
-            objects[i] = dataclasses.replace(objects[i], shape=rng.choice(shapes))
-    return dataclasses.replace(scene, objects=tuple(objects))
+def centre_patch(o, patch_size: int, grid: int) -> int:
+    """Index (row-major, CLS excluded) of the patch holding the object's centre."""
+    return min(o.y // patch_size, grid - 1) * grid + min(o.x // patch_size, grid - 1)
 
 
-def _pixels(scenes: list[Scene], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    # The images are rendered at the tower's size, so CLIP's processing is just scaling and normalisation.
-    array = np.stack([np.asarray(render_scene(s), dtype=np.float32) for s in scenes]) / 255.0
+def patch_targets(scenes: list[Scene], patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per patch: colour (0 = none, 1..6) and shape (0 = none, 1..4) of the object centred in it; [B, patches]."""
+    grid = scenes[0].image_size // patch_size
+    colour = torch.zeros(len(scenes), grid * grid, dtype=torch.long)
+    shape = torch.zeros_like(colour)
+    for b, scene in enumerate(scenes):
+        for o in scene.objects:
+            p = centre_patch(o, patch_size, grid)
+            colour[b, p] = 1 + COLOR_NAMES.index(o.color)
+            shape[b, p] = 1 + SHAPES.index(o.shape)
+    return colour, shape
+
+
+def scene_pixels(scenes: list[Scene], mean, std) -> torch.Tensor:
+    """CLIP pixel values of the scenes as the dataset stores them (JPEG); rendered at the tower's size, so CLIP's
+    processing is just scaling and normalisation."""
+    images = []
+    for scene in scenes:
+        buf = io.BytesIO()
+        render_scene(scene).save(buf, format="JPEG", quality=JPEG_QUALITY)
+        buf.seek(0)
+        images.append(np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32))
+    array = np.stack(images) / 255.0
+    mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
     return (torch.from_numpy(array).permute(0, 3, 1, 2) - mean) / std
+
+
+class PatchHeads(nn.Module):
+    """The pre-training's read-out: colour and shape logits per patch token."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.colour = nn.Linear(width, 1 + len(COLOR_NAMES))
+        self.shape = nn.Linear(width, 1 + len(SHAPES))
+
+    def loss(self, patches: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        ce = nn.functional.cross_entropy
+        return ce(self.colour(patches).flatten(0, 1), colour.flatten()) + ce(
+            self.shape(patches).flatten(0, 1), shape.flatten()
+        )
 
 
 def pretrain_vision_tower(
     vision_config: CLIPVisionConfig,
-    tokenizer,
     image_mean,
     image_std,
     steps: int,
-    batch_size: int = 128,
+    batch_size: int = 64,
     learning_rate: float = 1e-3,
     seed: int = 0,
+    log_every: int = 250,
 ) -> tuple[CLIPVisionModel, dict]:
-    """Returns the trained tower and a small report (loss, image->text accuracy on held-out twin pairs)."""
+    """The trained (frozen) tower and a report: loss curve and the heads' accuracy on 1000 held-out scenes."""
     rng = random.Random(f"tower-{seed}")
     torch.manual_seed(seed)
-    width = vision_config.hidden_size
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=width,
-        intermediate_size=4 * width,
-        num_hidden_layers=2,
-        num_attention_heads=vision_config.num_attention_heads,
-        max_position_embeddings=96,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-    )
-    clip = CLIPModel(
-        CLIPConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), projection_dim=width)
-    )
-    mean = torch.tensor(image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(image_std).view(1, 3, 1, 1)
-    size = vision_config.image_size
-    eos = tokenizer.eos_token  # CLIP's text tower pools at the first EOS; padding repeats it
-
-    def batch(n: int):
-        scenes = [sample_scene(rng, size) for _ in range(n // 2)]
-        scenes += [counterfactual(s, rng) for s in scenes]
-        ids = [tokenizer(describe(s) + eos, add_special_tokens=False)["input_ids"] for s in scenes]
-        longest = max(map(len, ids))
-        input_ids = torch.tensor([t + [tokenizer.eos_token_id] * (longest - len(t)) for t in ids])
-        attention_mask = torch.tensor([[1] * len(t) + [0] * (longest - len(t)) for t in ids])
-        return dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=_pixels(scenes, mean, std))
-
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=learning_rate, weight_decay=0.1)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps, pct_start=0.05)
-    clip.train()
-    losses = []
+    tower = CLIPVisionModel(vision_config)
+    heads = PatchHeads(vision_config.hidden_size)
+    size, patch = vision_config.image_size, vision_config.patch_size
+    params = list(tower.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
+    # linear warm-up over 5 % of the steps, then cosine decay (OneCycleLR needs more steps than it has phases)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, max(1, steps // 20)))
+    started, losses, curve = time.time(), [], []
+    tower.train()
     for step in range(steps):
-        loss = clip(**batch(batch_size), return_loss=True).loss
+        scenes = [sample_scene(rng, size) for _ in range(batch_size)]
+        colour, shape = patch_targets(scenes, patch)
+        hidden = tower(pixel_values=scene_pixels(scenes, image_mean, image_std)).last_hidden_state
+        loss = heads.loss(hidden[:, 1:], colour, shape)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        if (step + 1) % 100 == 0:
-            logger.info(
-                "vision tower pre-training: step %d/%d, contrastive loss %.3f", step + 1, steps, np.mean(losses[-100:])
-            )
-
-    clip.eval()
-    with torch.no_grad():  # image -> text retrieval within held-out batches of twins
-        held_out = batch(256)
-        logits = clip(**held_out).logits_per_image
-        accuracy = (logits.argmax(-1) == torch.arange(len(logits))).float().mean().item()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-log_every:])), 4)})
+            logger.info("vision tower pre-training: step %d/%d, loss %.3f", step + 1, steps, curve[-1]["loss"])
+    tower.eval()
     report = {
         "steps": steps,
-        "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "twin_retrieval": accuracy,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seconds": round(time.time() - started, 1),
+        "loss_curve": curve,
+        **_held_out_head_accuracy(tower, heads, image_mean, image_std, seed),
     }
-    logger.info("vision tower pre-trained: %s", report)
-    tower = clip.vision_model
+    logger.info("vision tower pre-trained: %s", {k: v for k, v in report.items() if k != "loss_curve"})
     tower.requires_grad_(False)
     return tower, report
+
+
+def _warmup_cosine(steps: int, warmup: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+
+    return factor
+
+
+@torch.no_grad()
+def _held_out_head_accuracy(tower, heads: PatchHeads, mean, std, seed: int, n: int = 1000) -> dict:
+    rng = random.Random(f"tower-held-out-{seed}")
+    size, patch = tower.config.image_size, tower.config.patch_size
+    scenes = [sample_scene(rng, size) for _ in range(n)]
+    colour, shape = patch_targets(scenes, patch)
+    hidden = torch.cat(
+        [tower(pixel_values=scene_pixels(scenes[i : i + 250], mean, std)).last_hidden_state for i in range(0, n, 250)]
+    )[:, 1:]
+    has_object = colour > 0
+    return {
+        "held_out_object_colour": round(
+            (heads.colour(hidden).argmax(-1) == colour)[has_object].float().mean().item(), 4
+        ),
+        "held_out_object_shape": round((heads.shape(hidden).argmax(-1) == shape)[has_object].float().mean().item(), 4),
+        "held_out_empty_patch": round((heads.colour(hidden).argmax(-1) == 0)[~has_object].float().mean().item(), 4),
+    }
