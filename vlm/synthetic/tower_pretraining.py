@@ -88,9 +88,10 @@ def pretrain_vision_tower(
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     seed: int = 0,
-    log_every: int = 250,
+    log_every: int | None = None,
 ) -> tuple[CLIPVisionModel, dict]:
     """The trained (frozen) tower and a report: loss curve and the heads' accuracy on 1000 held-out scenes."""
+    log_every = log_every or min(250, max(1, steps // 10))  # ten points of the loss curve at least
     rng = random.Random(f"tower-{seed}")
     torch.manual_seed(seed)
     tower = CLIPVisionModel(vision_config)
