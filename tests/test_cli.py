@@ -187,7 +187,8 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     sft_cfg = tmp_path / "sft.yaml"
     sft_cfg.write_text(
         "cache_vision_features: true\nper_device_train_batch_size: 16\nlearning_rate: 3.0e-3\nmax_steps: 30\n"
-        "eval_strategy: 'no'\nsave_strategy: 'no'\nlogging_steps: 5\nreport_to: none\ndisable_tqdm: true\n"
+        "eval_strategy: steps\neval_steps: 15\neval_limit: 20\nsave_strategy: 'no'\nlogging_steps: 5\n"
+        "report_to: none\ndisable_tqdm: true\n"
     )
     reward_cfg = tmp_path / "reward.yaml"
     reward_cfg.write_text(
@@ -219,6 +220,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     summary = json.loads((tmp_path / "run/pipeline.json").read_text())
     assert summary["sft"]["steps"] == 30 and summary["sft"]["final_loss"] < summary["sft"]["first_loss"]
     assert summary["eval"]["sft"]["accuracy"] > summary["eval"]["init"]["accuracy"] + 0.2
+    assert [p["step"] for p in summary["sft"]["vqa_curve"]] == [15, 30] and "SFT learning curve" in printed
     assert len(summary["examples"]) == 5
     for row in summary["examples"]:
         assert 0.0 <= row["sft_vqa_accuracy"] <= 1.0 and row["question"] in printed

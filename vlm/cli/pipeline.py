@@ -239,7 +239,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "instruct": str(instruct_dir),
         },
         "sft": {
-            k: sft_summary[k] for k in ("steps", "first_loss", "final_loss", "train_runtime_s", "tokens_per_second")
+            k: sft_summary.get(k)
+            for k in ("steps", "first_loss", "final_loss", "train_runtime_s", "tokens_per_second", "vqa_curve")
         },
         "eval": {r["name"]: r["metrics"] for r in report["results"]},
         "report": str(eval_dir / "report.md"),

@@ -107,6 +107,15 @@ def _instruct_lines(summary: dict) -> str:
     return head + "\n" + _table(("val split, greedy",) + tuple(runs), rows) + f"\nreport: {summary['instruct_report']}"
 
 
+def _curve_lines(curve: list[dict] | None) -> list[str]:
+    """SFT's held-out learning curve, a row per evaluation (empty without evaluations)."""
+    if not curve:
+        return []
+    types = [k for k in curve[0] if k not in ("step", "vqa_accuracy")]
+    rows = [(p["step"], f"{100 * p['vqa_accuracy']:.1f}") + tuple(f"{100 * p[t]:.1f}" for t in types) for p in curve]
+    return ["", "SFT learning curve, held-out VQA accuracy (%):", _table(("step", "overall", *types), rows)]
+
+
 def format_summary(summary: dict) -> str:
     names = list(summary["eval"])
     metrics = summary["eval"]
@@ -123,6 +132,7 @@ def format_summary(summary: dict) -> str:
             f"SFT: {sft['steps']} steps, loss {_number(sft['first_loss'], '.3f')} -> "
             f"{_number(sft['final_loss'], '.3f')}, {_number(sft['train_runtime_s'], '.0f')} s "
             f"({_number(sft['tokens_per_second'], '.0f')} tokens/s)",
+            *_curve_lines(sft.get("vqa_curve")),
             "",
             "VQA accuracy (%) on the val split, official metric:",
             _table(("question type",) + tuple(names), rows),

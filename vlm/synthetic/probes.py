@@ -77,7 +77,8 @@ def probe_accuracies(
 
 def tower_features(tower, image_mean, image_std) -> FeatureFn:
     def features(scenes):
-        return {"tower": tower(pixel_values=scene_pixels(scenes, image_mean, image_std)).last_hidden_state}
+        pixels = scene_pixels(scenes, image_mean, image_std).to(tower.device)
+        return {"tower": tower(pixel_values=pixels).last_hidden_state.cpu()}
 
     return features
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionConfig, CLIPVisionModel, get_cosine_schedule_with_warmup
 
 from vlm.synthetic.scenes import COLORS, SHAPES, Scene, render_scene, sample_scene
 
@@ -94,19 +94,19 @@ def pretrain_vision_tower(
     log_every = log_every or min(250, max(1, steps // 10))  # ten points of the loss curve at least
     rng = random.Random(f"tower-{seed}")
     torch.manual_seed(seed)
-    tower = CLIPVisionModel(vision_config)
-    heads = PatchHeads(vision_config.hidden_size)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tower = CLIPVisionModel(vision_config).to(device)
+    heads = PatchHeads(vision_config.hidden_size).to(device)
     size, patch = vision_config.image_size, vision_config.patch_size
     params = list(tower.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
-    # linear warm-up over 5 % of the steps, then cosine decay (OneCycleLR needs more steps than it has phases)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, max(1, steps // 20)))
+    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 20), steps)  # warm-up over 5 % of the steps
     started, losses, curve = time.time(), [], []
     tower.train()
     for step in range(steps):
         scenes = [sample_scene(rng, size) for _ in range(batch_size)]
-        colour, shape = patch_targets(scenes, patch)
-        hidden = tower(pixel_values=scene_pixels(scenes, image_mean, image_std)).last_hidden_state
+        colour, shape = (t.to(device) for t in patch_targets(scenes, patch))
+        hidden = tower(pixel_values=scene_pixels(scenes, image_mean, image_std).to(device)).last_hidden_state
         loss = heads.loss(hidden[:, 1:], colour, shape)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -127,16 +127,7 @@ def pretrain_vision_tower(
     }
     logger.info("vision tower pre-trained: %s", {k: v for k, v in report.items() if k != "loss_curve"})
     tower.requires_grad_(False)
-    return tower, report
-
-
-def _warmup_cosine(steps: int, warmup: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
-
-    return factor
+    return tower.cpu(), report
 
 
 @torch.no_grad()
@@ -144,9 +135,12 @@ def _held_out_head_accuracy(tower, heads: PatchHeads, mean, std, seed: int, n: i
     rng = random.Random(f"tower-held-out-{seed}")
     size, patch = tower.config.image_size, tower.config.patch_size
     scenes = [sample_scene(rng, size) for _ in range(n)]
-    colour, shape = patch_targets(scenes, patch)
+    colour, shape = (t.to(tower.device) for t in patch_targets(scenes, patch))
     hidden = torch.cat(
-        [tower(pixel_values=scene_pixels(scenes[i : i + 250], mean, std)).last_hidden_state for i in range(0, n, 250)]
+        [
+            tower(pixel_values=scene_pixels(scenes[i : i + 250], mean, std).to(tower.device)).last_hidden_state
+            for i in range(0, n, 250)
+        ]
     )[:, 1:]
     has_object = colour > 0
     return {
