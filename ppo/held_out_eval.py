@@ -2,20 +2,18 @@
 (official metric), the reward model's mean score, and the exact KL to the reference on those answers. The same
 functions as `vlm-rlhf eval` (`answer_questions`, `score_answers`, `answer_kl`), on the cached features.
 
-Questions are sharded over the ranks in equal shares (a short shard repeats rows, dropped after gathering), so
-every rank makes the same number of model calls, as ZeRO-3 needs.
+Questions are shared over the ranks in equal shares and gathered back by row (`vlm/eval/sharding.py`), so every
+rank makes the same number of model calls, as ZeRO-3 needs.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-from accelerate.utils import gather_object
 from trl.models.utils import unwrap_model_for_generation
 
 from vlm.eval.answer_kl import answer_kl
 from vlm.eval.metrics import vqa_accuracy
+from vlm.eval.sharding import gather_by_row, rank_share
 from vlm.model.generation import generate_answers
 from vlm.model.reward_scoring import score_answers
 
@@ -27,9 +25,7 @@ class HeldOutEvaluation:
 
     def __call__(self, trainer) -> dict:
         acc, processor = trainer.accelerator, trainer.processing_class
-        n, world = len(self.vqa), acc.num_processes
-        share = math.ceil(n / world)
-        index = [(acc.process_index * share + j) % n for j in range(share)]
+        index = rank_share(len(self.vqa), acc)
         rows = self.vqa.select(index)
         images = self.store.images(rows["image_path"])
         questions = rows["question"]
@@ -53,8 +49,7 @@ class HeldOutEvaluation:
                 reference_context=trainer.reference_context,
             )
         accuracy = [vqa_accuracy(a, human) for a, human in zip(answers, rows["answers"])]
-        per_question = gather_object(list(zip(index, accuracy, rewards.tolist(), kl.tolist())))
-        unique = {i: (a, r, k) for i, a, r, k in per_question}
+        unique = gather_by_row(index, list(zip(accuracy, rewards.tolist(), kl.tolist())))
         values = torch.tensor(list(unique.values()), dtype=torch.float64)
         return {
             "vqa_accuracy": values[:, 0].mean().item(),

@@ -3,21 +3,20 @@ alone does not show (a model can lower the loss by learning the answer prior of 
 
 TRL's `SFTTrainer` evaluates the loss only, and transformers' generation-based evaluation (`predict_with_generate`)
 belongs to the seq2seq trainer, so `VQASFTTrainer.evaluate` adds greedy answers scored with the official metric.
-Questions are sharded over the ranks in equal shares (a short shard repeats rows, dropped after gathering), as the
-PPO stage's held-out evaluation does; the metrics are logged beside `eval_loss` (TensorBoard, trainer_state.json).
+Questions are shared over the ranks and gathered back (`vlm/eval/sharding.py`, as in PPO's held-out evaluation); the
+metrics are logged beside `eval_loss` (TensorBoard, trainer_state.json).
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
-from accelerate.utils import gather_object
 from datasets import Dataset
 from trl import SFTTrainer
 from trl.models.utils import unwrap_model_for_generation
 
 from vlm.eval.metrics import vqa_accuracy
+from vlm.eval.sharding import gather_by_row, rank_share
 from vlm.model.generation import generate_answers
 from vlm.training.feature_bank import FeatureBank, image_inputs
 
@@ -35,9 +34,8 @@ class VQACurve:
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def __call__(self, trainer: SFTTrainer) -> dict:
-        acc, n = trainer.accelerator, len(self.vqa)
-        share = math.ceil(n / acc.num_processes)
-        index = [(acc.process_index * share + j) % n for j in range(share)]
+        acc = trainer.accelerator
+        index = rank_share(len(self.vqa), acc)
         rows = self.vqa.select(index)
         images = image_inputs(rows["image_path"], (f"question_id {q}" for q in rows["question_id"]), self.bank)
         with unwrap_model_for_generation(trainer.model_wrapped, acc) as model:
@@ -48,7 +46,7 @@ class VQACurve:
             )
             model.train(was_training)
         scores = [vqa_accuracy(a, human) for a, human in zip(answers, rows["answers"])]
-        unique = dict(gather_object(list(zip(index, scores))))
+        unique = gather_by_row(index, scores)
         by_type = defaultdict(list)
         for i, score in unique.items():
             by_type[self.vqa[i]["question_type"]].append(score)

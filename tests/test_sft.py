@@ -258,6 +258,8 @@ def test_lora_trains_adapters_and_saves_a_merged_model(tiny_checkpoint, syntheti
         max_steps=8,
         learning_rate=1e-2,
         lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]},
+        eval_strategy="steps",
+        eval_steps=8,  # the VQA curve answers through the PEFT-wrapped model
     )
     trainer = build_trainer(cfg)
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
@@ -273,6 +275,7 @@ def test_lora_trains_adapters_and_saves_a_merged_model(tiny_checkpoint, syntheti
     assert changed == {"projector", "language_model"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trainable_parameters"] < summary["parameters"] / 2
+    assert [p["step"] for p in summary["vqa_curve"]] == [8]
 
 
 def test_bad_configs_get_clear_errors(tiny_checkpoint, synthetic_data, tmp_path):
