@@ -49,8 +49,9 @@ def _commit() -> str | None:
     try:
         root = Path(__file__).resolve().parents[2]
         head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain"], capture_output=True, text=True).stdout
-        return head.stdout.strip() + (" (with uncommitted changes)" if dirty.strip() else "")
+        status = subprocess.run(["git", "-C", root, "status", "--porcelain"], capture_output=True, text=True).stdout
+        changed = [line[3:] for line in status.splitlines()]
+        return head.stdout.strip() + (f" (uncommitted changes in {', '.join(changed)})" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
