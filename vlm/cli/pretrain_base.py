@@ -45,12 +45,15 @@ class PretrainBaseConfig(TowerShape):
     probe_test_scenes: int = field(default=1000, metadata={"help": "Other scenes whose objects score the probes."})
 
 
-def _commit() -> str | None:
+def _commit(out: Path) -> str | None:
+    """The checkout's commit, and which files differ from it (the output folder aside: rebuilding the shipped base
+    replaces tracked files)."""
     try:
         root = Path(__file__).resolve().parents[2]
         head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
         status = subprocess.run(["git", "-C", root, "status", "--porcelain"], capture_output=True, text=True).stdout
-        changed = [line[3:] for line in status.splitlines()]
+        own = f"{out.resolve()}"
+        changed = [line[3:] for line in status.splitlines() if not f"{root / line[3:]}".startswith(own)]
         return head.stdout.strip() + (f" (uncommitted changes in {', '.join(changed)})" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -91,7 +94,7 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
     card = {
         "command": " ".join(["vlm-rlhf pretrain-base", *argv]),
         "config": resolved_config(cfg),
-        "commit": _commit(),
+        "commit": _commit(out),
         "data": f"{cfg.steps * cfg.batch_size} freshly sampled scenes (stream 'tower-{cfg.seed}'), no dataset image",
         "seconds": round(time.time() - started, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {'CUDA' if cuda else 'CPU'}",
