@@ -288,6 +288,7 @@ def test_every_cli_config_field_has_help():
         InstructMixConfig,
         InitModelConfig,
         TinyPreset,
+        PretrainBaseConfig,
         EvalConfig,
         PipelineConfig,  # vlm-rlhf ...
         GenerateConfig,
@@ -336,6 +337,6 @@ def test_config_errors_are_one_line_naming_the_file_and_key(tmp_path, capsys):
         lines = [line for line in captured.err.splitlines() if line.strip()]
         assert lines == [f"vlm-rlhf sft: error: {config}: {expected}"] and "usage" not in captured.out + captured.err
     (cfg,) = parse_config((VQASFTConfig,), ["--config", "configs/demo/sft.yaml", "--eval_split", "none"])
-    assert cfg.eval_split is None and cfg.learning_rate == 3.0e-4
+    assert cfg.eval_split is None and cfg.learning_rate == 1.0e-3
     (cfg,) = parse_config((VLMPPOConfig,), ["--eval_split=null", "--lora", "none"])
     assert cfg.eval_split is None and cfg.lora is None
