@@ -29,6 +29,9 @@ def metric_name(question_type: str | None = None) -> str:
 
 
 class VQACurve:
+    """Called with the trainer at each evaluation: `{metric name: accuracy}` over the held-out questions `vqa`
+    (a `load_vqa` split; images from the feature `bank` when the tower's features are cached)."""
+
     def __init__(self, vqa: Dataset, bank: FeatureBank | None, max_new_tokens: int = 8, batch_size: int = 128):
         self.vqa, self.bank = vqa, bank
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
@@ -47,9 +50,9 @@ class VQACurve:
             model.train(was_training)
         scores = [vqa_accuracy(a, human) for a, human in zip(answers, rows["answers"])]
         unique = gather_by_row(index, scores)
-        by_type = defaultdict(list)
+        question_types, by_type = self.vqa["question_type"], defaultdict(list)
         for i, score in unique.items():
-            by_type[self.vqa[i]["question_type"]].append(score)
+            by_type[question_types[i]].append(score)
         metrics = {metric_name(): sum(unique.values()) / len(unique)}
         metrics.update({metric_name(t): sum(s) / len(s) for t, s in sorted(by_type.items())})
         return metrics

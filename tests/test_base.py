@@ -4,7 +4,8 @@ The command, run for a few steps, writes a whole base folder (HF tower, card wit
 run_config.yaml) whose loss fell and whose probe reads colour far above chance; the tiny preset loads it as its tower
 (weights equal), and refuses a base of other sizes, tampered weights or a folder that is not a base, in one line.
 It refuses an existing folder. The shipped base matches its card (hash), loads into the demo's preset, and its
-patches still give away each object's colour and shape (re-probed here on fresh scenes).
+patches still give away each object's colour and shape (re-probed here on fresh scenes). `vlm-rlhf probe` measures
+a checkpoint's tower and projector, writes the figures, and refuses a reward model.
 """
 
 from __future__ import annotations
@@ -91,3 +92,20 @@ def test_the_shipped_base_matches_its_card_and_sees():
         probes = probe_accuracies(tower_features(tower, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD), 64, 16, 400, 200)
     assert probes["tower.colour"] >= 0.9 and probes["tower.shape"] >= 0.9, probes
     assert json.loads((SHIPPED / "config.json").read_text())["model_type"] == "clip_vision_model"
+
+
+def test_probe_command_reads_a_checkpoints_tower_and_projector(tiny_checkpoint, reward_checkpoint, tmp_path, capsys):
+    out = tmp_path / "probes.json"
+    argv = ["probe", "--model", str(tiny_checkpoint), "--train_scenes", "300", "--test_scenes", "150"]
+    assert main([*argv, "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["model"] == str(tiny_checkpoint)
+    # the test checkpoint's tower is random: colour, linear in the pixels, still shows through tower and projector
+    for features in ("tower", "projector"):
+        assert figures[f"{features}.colour"] > figures["majority.colour"] + 0.3, figures
+        assert 0.0 <= figures[f"{features}.cell"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "linear probes on" in printed and "projector" in printed
+
+    assert main(["probe", "--model", str(reward_checkpoint)]) == 2
+    assert "not a policy" in capsys.readouterr().err

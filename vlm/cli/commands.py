@@ -16,6 +16,11 @@ COMMANDS = {
     ),
     "sft": ("sft.train", "main", "stage 1: answer-only VQA SFT on TRL's SFTTrainer"),
     "eval": ("vlm.cli.evaluate", "main", "VQA accuracy of one or more checkpoints, side by side"),
+    "probe": (
+        "vlm.cli.probe",
+        "main",
+        "linear probes: what a checkpoint's tower and projector carry of each object's colour, shape and place",
+    ),
     "data": (
         "vlm.cli.data",
         "main",

@@ -9,7 +9,7 @@ from vlm.cli.commands import COMMANDS, run_command
 from vlm.errors import run_entry
 
 USAGE = "usage: vlm-rlhf <command> [options]\n\ncommands:\n" + "\n".join(
-    f"  {name:<12} {help_}" for name, (_, _, help_) in COMMANDS.items()
+    f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items()
 )
 
 
@@ -22,6 +22,10 @@ def _format(command: str, result) -> str | None:
         from vlm.cli.evaluate import format_results
 
         return format_results(result)
+    if command == "probe":
+        from vlm.cli.probe import format_probes
+
+        return format_probes(result)
     return None if result is None else str(result)
 
 
