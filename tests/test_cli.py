@@ -282,6 +282,7 @@ def test_every_cli_config_field_has_help():
     from labeling.simulate import SimulateConfig
     from reward.score import ScoreConfig
     from vlm.cli.evaluate import EvalConfig
+    from vlm.cli.probe import ProbeConfig
 
     parsed = [
         SynthConfig,
@@ -289,6 +290,7 @@ def test_every_cli_config_field_has_help():
         InitModelConfig,
         TinyPreset,
         PretrainBaseConfig,
+        ProbeConfig,
         EvalConfig,
         PipelineConfig,  # vlm-rlhf ...
         GenerateConfig,
