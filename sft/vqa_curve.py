@@ -9,14 +9,12 @@ metrics are logged beside `eval_loss` (TensorBoard, trainer_state.json).
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from datasets import Dataset
 from trl import SFTTrainer
 from trl.models.utils import unwrap_model_for_generation
 
-from vlm.eval.metrics import vqa_accuracy
 from vlm.eval.sharding import gather_by_row, rank_share
+from vlm.eval.vqa import score_predictions
 from vlm.model.generation import generate_answers
 from vlm.training.feature_bank import FeatureBank, image_inputs
 
@@ -48,13 +46,11 @@ class VQACurve:
                 model, trainer.processing_class, images, rows["question"], self.max_new_tokens, self.batch_size
             )
             model.train(was_training)
-        scores = [vqa_accuracy(a, human) for a, human in zip(answers, rows["answers"])]
-        unique = gather_by_row(index, scores)
-        question_types, by_type = self.vqa["question_type"], defaultdict(list)
-        for i, score in unique.items():
-            by_type[question_types[i]].append(score)
-        metrics = {metric_name(): sum(unique.values()) / len(unique)}
-        metrics.update({metric_name(t): sum(s) / len(s) for t, s in sorted(by_type.items())})
+        answer_of = gather_by_row(index, answers)
+        predictions = [{"question_id": q, "answer": answer_of[i]} for i, q in enumerate(self.vqa["question_id"])]
+        scored = score_predictions(predictions, self.vqa)  # the official metric, as `vlm-rlhf eval` scores
+        metrics = {metric_name(): scored["accuracy"]}
+        metrics.update({metric_name(t): a for t, a in scored["accuracy_by_question_type"].items()})
         return metrics
 
 

@@ -43,13 +43,14 @@ def check_base(folder: Path) -> dict:
         )
     if not card.is_file():
         raise ValueError(f"{card}: missing; a base folder is written whole by `vlm-rlhf pretrain-base`")
-    recorded = json.loads(card.read_text())["sha256"][WEIGHTS]
+    facts = json.loads(card.read_text())
+    recorded = facts["sha256"][WEIGHTS]
     if not (folder / WEIGHTS).is_file() or sha256(folder / WEIGHTS) != recorded:
         raise ValueError(
             f"{folder / WEIGHTS}: missing or not the weights its card.json describes (sha256 differs); "
             "rebuild the base with the command in its card"
         )
-    return json.loads(card.read_text())
+    return facts
 
 
 def load_base_tower(name: str, expected: CLIPVisionConfig) -> CLIPVisionModel:
