@@ -1,28 +1,34 @@
-"""The demo's base tower: `vlm-rlhf pretrain-base` and the copy shipped in `vlm/synthetic/base/`.
+"""The demo's base: `vlm-rlhf pretrain-base` and the copy shipped in `vlm/synthetic/base/`.
 
-The command, run for a few steps, writes a whole base folder (HF tower, card with the weights' sha256, model card,
-run_config.yaml) whose loss fell and whose probe reads colour far above chance; the tiny preset loads it as its tower
-(weights equal), and refuses a base of other sizes, tampered weights or a folder that is not a base, in one line.
-It refuses an existing folder. The shipped base matches its card (hash), loads into the demo's preset, and its
-patches still give away each object's colour and shape (re-probed here on fresh scenes). `vlm-rlhf probe` measures
-a checkpoint's tower and projector, writes the figures, and refuses a reward model.
+The command, run for a few steps, writes a whole base folder (a VLM checkpoint with its tokenizer, a card with the
+weights' sha256, a model card, run_config.yaml): the tower's loss fell and its probe reads colour far above chance,
+and the description stage's loss fell. The tiny preset loads it whole (every weight equal, the freeze flags it is
+asked for applied), and refuses a base of other sizes, tampered weights or a folder that is not a base, in one line.
+It refuses an existing folder. The shipped base matches its card (hash), loads into the demo's preset, its patches
+still give away each object's colour and shape (re-probed here on fresh scenes), and it still describes fresh scenes
+as well as its card says. `vlm-rlhf probe` measures a checkpoint's tower and projector, writes the figures, and
+refuses a reward model.
 """
 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
 import yaml
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from vlm.cli import main
-from vlm.synthetic.base_tower import CARD, SHIPPED, WEIGHTS, check_base, load_base_tower, sha256
+from vlm.model.builder import load_vlm
+from vlm.synthetic.base_model import CARD, SHIPPED, WEIGHTS, check_base, sha256
+from vlm.synthetic.description_pretraining import description_accuracy
 from vlm.synthetic.presets import TinyPreset, build_tiny_vlm
-from vlm.synthetic.probes import probe_accuracies, tower_features
+from vlm.synthetic.probes import probe_accuracies, vlm_features
+from vlm.synthetic.scenes import sample_scene
 
-SMALL = ["--vision_hidden_size", "64", "--vision_layers", "1", "--vision_heads", "2"]
+SIZES = dict(vision_hidden_size=64, vision_layers=1, vision_heads=2, text_hidden_size=64, text_layers=1)
+SMALL = [arg for k, v in SIZES.items() for arg in (f"--{k}", str(v))] + ["--corpus_scenes", "100"]
 
 
 @pytest.fixture(scope="module")
@@ -30,40 +36,42 @@ def small_base(tmp_path_factory):
     out = tmp_path_factory.mktemp("base") / "small"
     argv = ["pretrain-base", "--config", "configs/demo/base.yaml", "--out", str(out), *SMALL]
     argv += ["--steps", "120", "--batch_size", "32", "--learning_rate", "3e-3"]
+    argv += ["--describe_steps", "60", "--describe_scenes", "300", "--describe_learning_rate", "3e-3"]
     argv += ["--probe_train_scenes", "300", "--probe_test_scenes", "150"]
     assert main(argv) == 0
     return out
 
 
 def test_pretrain_base_writes_a_whole_base_that_learned(small_base):
-    assert sorted(p.name for p in small_base.iterdir()) == [
-        "README.md",
-        CARD,
-        "config.json",
-        WEIGHTS,
-        "run_config.yaml",
-    ]
+    files = {p.name for p in small_base.iterdir()}
+    assert {"README.md", CARD, "config.json", WEIGHTS, "run_config.yaml", "tokenizer.json"} <= files, files
     card = check_base(small_base)
-    losses = [p["loss"] for p in card["pretraining"]["loss_curve"]]
-    assert losses[-1] < 0.6 * losses[0], losses
+    for stage in ("tower_pretraining", "description_pretraining"):
+        losses = [p["loss"] for p in card[stage]["loss_curve"]]
+        assert losses[-1] < 0.6 * losses[0], (stage, losses)
+    assert card["description_pretraining"]["held_out_token_accuracy"] > 0.4, card["description_pretraining"]
     probes = card["probes"]
     assert probes["tower.colour"] > probes["majority.colour"] + 0.4, probes
     assert card["sha256"][WEIGHTS] == sha256(small_base / WEIGHTS)
     assert card["command"].startswith("vlm-rlhf pretrain-base --config configs/demo/base.yaml")
-    assert yaml.safe_load((small_base / "run_config.yaml").read_text())["steps"] == 120
+    assert yaml.safe_load((small_base / "run_config.yaml").read_text())["describe_steps"] == 60
     readme = (small_base / "README.md").read_text()
-    assert card["sha256"][WEIGHTS] in readme and f"{100 * probes['tower.shape']:.1f}" in readme
+    assert card["sha256"][WEIGHTS] in readme and f"{100 * probes['projector.shape']:.1f}" in readme
 
 
 def test_the_preset_loads_the_base_and_refuses_what_does_not_fit(small_base, tmp_path, capsys):
-    preset = TinyPreset(corpus_scenes=100, vision_hidden_size=64, vision_layers=1, vision_heads=2, text_layers=1)
-    model, _ = build_tiny_vlm(TinyPreset(**{**preset.__dict__, "vision_base": str(small_base)}))
-    tower = load_base_tower(str(small_base), preset.vision_config())
-    for name, weight in tower.state_dict().items():
-        assert torch.equal(model.model.vision_tower.state_dict()[name], weight), name
+    model, processor = build_tiny_vlm(TinyPreset(**SIZES, base=str(small_base)), freeze_language_model=True)
+    saved, saved_processor = load_vlm(small_base)
+    for name, weight in saved.state_dict().items():
+        assert torch.equal(model.state_dict()[name], weight), name
+    assert not any(p.requires_grad for p in model.model.language_model.parameters())
+    assert all(p.requires_grad for p in model.model.projector.parameters())
+    assert processor.tokenizer.get_vocab() == saved_processor.tokenizer.get_vocab()
 
-    with pytest.raises(ValueError, match=r"sizes are not the preset's: hidden_size 64 \(preset 128\)"):
-        load_base_tower(str(small_base), TinyPreset().vision_config())
+    with pytest.raises(ValueError, match=r"sizes are not the preset's: vision hidden_size 64 \(preset 128\)"):
+        build_tiny_vlm(TinyPreset(base=str(small_base)))
+    with pytest.raises(ValueError, match=r"sizes are not the preset's: text n_layer 1 \(preset 2\)"):
+        build_tiny_vlm(TinyPreset(**{**SIZES, "text_layers": 2}, base=str(small_base)))
     tampered = tmp_path / "tampered"
     tampered.mkdir()
     for f in small_base.iterdir():
@@ -73,25 +81,31 @@ def test_the_preset_loads_the_base_and_refuses_what_does_not_fit(small_base, tmp
     (tampered / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(ValueError, match="not the weights its card.json describes"):
         check_base(tampered)
-    with pytest.raises(ValueError, match="not a base tower"):
+    with pytest.raises(ValueError, match="not a base"):
         check_base(tmp_path)
 
     assert main(["pretrain-base", "--config", "configs/demo/base.yaml", "--out", str(small_base), *SMALL]) == 2
     assert "already exists" in capsys.readouterr().err
 
 
-def test_the_shipped_base_matches_its_card_and_sees():
+def test_the_shipped_base_matches_its_card_sees_and_describes():
     card = check_base(SHIPPED)  # raises unless model.safetensors has the card's sha256
     assert card["command"].startswith("vlm-rlhf pretrain-base --config configs/demo/base.yaml")
     assert card["probes"]["tower.colour"] >= 0.95 and card["probes"]["tower.shape"] >= 0.95
     demo = yaml.safe_load(open("configs/demo/model.yaml"))
-    assert demo["vision_base"] == "shipped"
+    assert demo["base"] == "shipped"
     preset = TinyPreset(**{k: v for k, v in demo.items() if k in TinyPreset.__dataclass_fields__})
-    tower = load_base_tower("shipped", preset.vision_config())
+    model, processor = build_tiny_vlm(preset)
     with torch.no_grad():
-        probes = probe_accuracies(tower_features(tower, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD), 64, 16, 400, 200)
-    assert probes["tower.colour"] >= 0.9 and probes["tower.shape"] >= 0.9, probes
-    assert json.loads((SHIPPED / "config.json").read_text())["model_type"] == "clip_vision_model"
+        probes = probe_accuracies(vlm_features(model, processor), 64, 16, 400, 200)
+    for features in ("tower", "projector"):
+        assert probes[f"{features}.colour"] >= 0.9 and probes[f"{features}.shape"] >= 0.9, probes
+    # fresh scenes, another stream than the card's: describing whole scenes right is seeing every object
+    rng = random.Random("test-shipped-base")
+    scenes = [sample_scene(rng, 64) for _ in range(200)]
+    described = description_accuracy(model, processor, scenes)
+    recorded = card["description_pretraining"]["held_out_whole_descriptions"]
+    assert described["held_out_whole_descriptions"] >= recorded - 0.1, (described, recorded)
 
 
 def test_probe_command_reads_a_checkpoints_tower_and_projector(tiny_checkpoint, reward_checkpoint, tmp_path, capsys):

@@ -1,10 +1,12 @@
-"""`vlm-rlhf pretrain-base`: build the tiny preset's pre-trained tower (the demo's stand-in for CLIP) and its card.
+"""`vlm-rlhf pretrain-base`: build the tiny preset's base (the demo's stand-in for pre-trained CLIP + GPT-2).
 
     vlm-rlhf pretrain-base --config configs/demo/base.yaml --out runs/base
 
-Trains the tower on freshly sampled scenes (`vlm/synthetic/tower_pretraining.py`), measures it with linear probes
-(`vlm/synthetic/probes.py`) and writes the folder whole or not at all: a killed run leaves no base behind.
-`vlm/synthetic/base/` is this command's output at `configs/demo/base.yaml`, shipped with the package.
+Two stages on freshly sampled scenes, never a dataset's: the tower learns each patch's object
+(`vlm/synthetic/tower_pretraining.py`), then, with the tower frozen, the projector and language model learn to
+describe scenes (`vlm/synthetic/description_pretraining.py`, LLaVA's stage 1). Linear probes measure what the tower
+and the projector carry (`vlm/synthetic/probes.py`). The folder is written whole or not at all: a killed run leaves
+no base behind. `vlm/synthetic/base/` is this command's output at `configs/demo/base.yaml`, shipped with the package.
 """
 
 from __future__ import annotations
@@ -26,21 +28,31 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from vlm.config_parsing import parse_config, record_config, resolved_config
 from vlm.io import atomic_write_json, atomic_write_text
-from vlm.synthetic.base_tower import CARD, WEIGHTS, sha256
-from vlm.synthetic.presets import TowerShape
-from vlm.synthetic.probes import probe_accuracies, tower_features
+from vlm.model.builder import save_vlm
+from vlm.synthetic.base_model import CARD, WEIGHTS, sha256
+from vlm.synthetic.description_pretraining import pretrain_on_descriptions
+from vlm.synthetic.presets import TinyShape, build_tiny_vlm
+from vlm.synthetic.probes import probe_accuracies, tower_features, vlm_features
 from vlm.synthetic.tower_pretraining import pretrain_vision_tower
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PretrainBaseConfig(TowerShape):
+class PretrainBaseConfig(TinyShape):
     out: str = field(default="runs/base", metadata={"help": "Folder to write the base to (must not exist)."})
     steps: int = field(default=2500, metadata={"help": "Optimizer steps of the tower pre-training."})
     batch_size: int = field(default=64, metadata={"help": "Freshly sampled scenes per step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW, warm-up + cosine)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the weights and of the scene stream."})
+    describe_steps: int = field(
+        default=2000,
+        metadata={"help": "Optimizer steps of the projector + language model on scene descriptions (0: none)."},
+    )
+    describe_scenes: int = field(
+        default=30000, metadata={"help": "Scenes in the description stage's pool (tower features computed once)."}
+    )
+    describe_batch_size: int = field(default=64, metadata={"help": "Descriptions per step."})
+    describe_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of that stage."})
     probe_train_scenes: int = field(default=2000, metadata={"help": "Scenes whose objects fit the linear probes."})
     probe_test_scenes: int = field(default=1000, metadata={"help": "Other scenes whose objects score the probes."})
 
@@ -59,12 +71,19 @@ def _commit(out: Path) -> str | None:
         return None
 
 
+def _probe(feature_fn, cfg: PretrainBaseConfig) -> dict:
+    with torch.no_grad():
+        return probe_accuracies(
+            feature_fn, cfg.image_size, cfg.patch_size, cfg.probe_train_scenes, cfg.probe_test_scenes
+        )
+
+
 def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
     out = Path(cfg.out)
     if out.exists():
         raise FileExistsError(f"{out} already exists; remove it or choose another --out")
     started = time.time()
-    tower, report = pretrain_vision_tower(
+    tower, tower_report = pretrain_vision_tower(
         cfg.vision_config(),
         OPENAI_CLIP_MEAN,
         OPENAI_CLIP_STD,
@@ -75,27 +94,33 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
     )
     torch.manual_seed(cfg.seed)
     untrained = CLIPVisionModel(cfg.vision_config()).eval()  # what the probes read before any training
-    with torch.no_grad():
-        probes, random_probes = (
-            probe_accuracies(
-                tower_features(t, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
-                cfg.image_size,
-                cfg.patch_size,
-                cfg.probe_train_scenes,
-                cfg.probe_test_scenes,
-            )
-            for t in (tower, untrained)
+    random_probes = _probe(tower_features(untrained, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD), cfg)
+    model, processor = build_tiny_vlm(cfg, vision_tower=tower)
+    describe_report = None
+    if cfg.describe_steps:
+        describe_report = pretrain_on_descriptions(
+            model,
+            processor,
+            cfg.describe_steps,
+            pool_scenes=cfg.describe_scenes,
+            batch_size=cfg.describe_batch_size,
+            learning_rate=cfg.describe_learning_rate,
+            seed=cfg.seed,
         )
+    probes = _probe(vlm_features(model, processor), cfg)
     logger.info("probes on held-out objects: %s (random tower: %s)", probes, random_probes)
     partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
-    tower.save_pretrained(partial)
+    save_vlm(model.cpu(), processor, partial)
     cuda = torch.cuda.is_available()
+    scenes = f"{cfg.steps * cfg.batch_size} freshly sampled scenes (stream 'tower-{cfg.seed}') for the tower"
+    if cfg.describe_steps:
+        scenes += f", {cfg.describe_scenes} others (stream 'describe-{cfg.seed}') for the descriptions"
     card = {
         "command": " ".join(["vlm-rlhf pretrain-base", *argv]),
         "config": resolved_config(cfg),
         "commit": _commit(out),
-        "data": f"{cfg.steps * cfg.batch_size} freshly sampled scenes (stream 'tower-{cfg.seed}'), no dataset image",
+        "data": f"{scenes}; no dataset image, no question",
         "seconds": round(time.time() - started, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {'CUDA' if cuda else 'CPU'}",
         "versions": {
@@ -103,7 +128,8 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
             "transformers": transformers.__version__,
             "python": platform.python_version(),
         },
-        "pretraining": report,
+        "tower_pretraining": tower_report,
+        "description_pretraining": describe_report,
         "probes": probes,
         "probes_random_tower": random_probes,
         "sha256": {WEIGHTS: sha256(partial / WEIGHTS)},
@@ -115,43 +141,54 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
     return out
 
 
+def _probe_row(label: str, found: dict, key: str) -> str:
+    cells = " | ".join(f"{100 * found[f'{key}.{target}']:.1f}" for target in ("colour", "shape", "cell"))
+    return f"| {label} | {cells} |"
+
+
 def model_card(card: dict) -> str:
-    probes, report = card["probes"], card["pretraining"]
-    rows = [
-        f"| {label} | {100 * found[f'{key}.colour']:.1f} | {100 * found[f'{key}.shape']:.1f} | "
-        f"{100 * found[f'{key}.cell']:.1f} |"
-        for label, found, key in (
-            ("this tower", probes, "tower"),
-            ("the same tower untrained", card["probes_random_tower"], "tower"),
-            ("majority class", probes, "majority"),
-        )
-    ]
+    probes, tower, describing = card["probes"], card["tower_pretraining"], card["description_pretraining"]
+    if describing:
+        language = [
+            f"- language side: {describing['steps']} steps of {describing['batch_size']} descriptions from a pool of "
+            f"{describing['pool_scenes']} scenes, lr {describing['learning_rate']}, {describing['seconds']:.0f} s; "
+            f"loss {describing['loss_curve'][0]['loss']} -> {describing['loss_curve'][-1]['loss']}; on "
+            f"{describing['held_out_scenes']} held-out scenes {100 * describing['held_out_token_accuracy']:.1f} % of "
+            f"the description tokens right (teacher-forced), "
+            f"{100 * describing['held_out_whole_descriptions']:.1f} % of the descriptions whole",
+        ]
+    else:
+        language = ["- language side: random (describe_steps 0)"]
     return "\n".join(
         [
-            "# The demo's base vision tower",
+            "# The demo's base: a stand-in for pre-trained CLIP + GPT-2",
             "",
-            "The tiny preset's stand-in for a pre-trained CLIP tower (`vision_base: shipped` in",
-            "configs/demo/model.yaml): a CLIP vision tower trained in code, each patch token supervised with the",
-            "colour and shape of the object centred in it (`vlm/synthetic/tower_pretraining.py`), on freshly sampled",
-            "synthetic scenes only: no image of any dataset split, no question.",
+            "The tiny preset's starting point (`base: shipped` in configs/demo/model.yaml), trained in code on freshly",
+            "sampled synthetic scenes only: no image of any dataset split, no question. First the CLIP vision tower,",
+            "each patch token supervised with the colour and shape of the object centred in it",
+            "(`vlm/synthetic/tower_pretraining.py`); then, with the tower frozen, the projector and the GPT-2 learn to",
+            "describe scenes (`vlm/synthetic/description_pretraining.py`, LLaVA's stage 1).",
             "",
             f"- command: `{card['command']}`",
             f"- commit: {card['commit']}",
             f"- data: {card['data']}",
-            f"- training: {report['steps']} steps of {report['batch_size']} scenes, lr {report['learning_rate']}, "
-            f"{card['seconds']:.0f} s in all on {card['machine']}",
-            f"- its heads on 1000 held-out scenes: colour {100 * report['held_out_object_colour']:.1f} %, shape "
-            f"{100 * report['held_out_object_shape']:.1f} %, "
-            f"empty patches {100 * report['held_out_empty_patch']:.1f} %",
+            f"- {card['seconds']:.0f} s in all on {card['machine']}",
+            f"- tower: {tower['steps']} steps of {tower['batch_size']} scenes, lr {tower['learning_rate']}; its heads "
+            f"on 1000 held-out scenes: colour {100 * tower['held_out_object_colour']:.1f} %, shape "
+            f"{100 * tower['held_out_object_shape']:.1f} %, empty patches {100 * tower['held_out_empty_patch']:.1f} %",
+            *language,
             f"- sha256 of {WEIGHTS}: `{card['sha256'][WEIGHTS]}`",
             "",
-            f"Linear probes (held-out accuracy, %) on the patch holding each object's centre; "
+            f"Linear probes (held-out accuracy, %) on the token of the patch holding each object's centre; "
             f"{probes['objects']['train']} objects fit them, {probes['objects']['test']} others score them "
             "(`vlm/synthetic/probes.py`); the majority class is what a probe that learns nothing scores:",
             "",
             "| features | colour | shape | cell (3 x 3) |",
             "|---|---|---|---|",
-            *rows,
+            _probe_row("the tower", probes, "tower"),
+            _probe_row("the projector's output", probes, "projector"),
+            _probe_row("the same tower untrained", card["probes_random_tower"], "tower"),
+            _probe_row("majority class", probes, "majority"),
             "",
             "Colour is linear in the pixels, so even an untrained tower gives it away; shape is what training adds.",
             "The cell is not a training target (it cost the patches their shape when it was): where an object is stays",

@@ -12,7 +12,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from vlm.model.builder import build_vlm
 from vlm.model.chat_template import LLAVA_SYSTEM
-from vlm.synthetic.base_tower import load_base_tower
+from vlm.synthetic.base_model import load_base
 from vlm.synthetic.questions import conversation, sample_questions
 from vlm.synthetic.scenes import sample_scene
 
@@ -44,8 +44,9 @@ class TowerShape:
 
 
 @dataclass
-class TinyPreset(TowerShape):
-    """Sizes of the embedded default (about 1.7M parameters at these values)."""
+class TinyShape(TowerShape):
+    """Sizes of the embedded default, tower and language side (about 1.7M parameters at these values); shared by
+    the preset and `vlm-rlhf pretrain-base`."""
 
     text_hidden_size: int = field(default=128, metadata={"help": "Width (n_embd) of the GPT-2 language model."})
     text_layers: int = field(default=4, metadata={"help": "Transformer layers (n_layer) of the language model."})
@@ -60,11 +61,27 @@ class TinyPreset(TowerShape):
         default=3000, metadata={"help": "Synthetic scenes whose questions, answers and texts train the tokenizer."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the tokenizer corpus and the random weights."})
-    vision_base: str | None = field(
+
+    def text_sizes(self) -> dict:
+        """The GPT-2 config's names for the language model's sizes."""
+        return {
+            "n_embd": self.text_hidden_size,
+            "n_layer": self.text_layers,
+            "n_head": self.text_heads,
+            "n_positions": self.max_positions,
+        }
+
+
+@dataclass
+class TinyPreset(TinyShape):
+    """The embedded default: its sizes, and the pre-trained base it starts from (if any)."""
+
+    base: str | None = field(
         default=None,
         metadata={
-            "help": "Pre-trained tower: a folder written by `vlm-rlhf pretrain-base`, or `shipped` for the one in "
-            "the package (vlm/synthetic/base); none keeps the tower random. Its sizes must match the preset's."
+            "help": "Pre-trained base (tower, projector, language model, tokenizer): a folder written by "
+            "`vlm-rlhf pretrain-base`, or `shipped` for the one in the package (vlm/synthetic/base); none builds "
+            "everything random. Its sizes must match the preset's."
         },
     )
 
@@ -81,7 +98,7 @@ def synthetic_corpus(n_scenes: int, seed: int) -> list[str]:
     return texts
 
 
-def train_tiny_tokenizer(preset: TinyPreset) -> PreTrainedTokenizerFast:
+def train_tiny_tokenizer(preset: TinyShape) -> PreTrainedTokenizerFast:
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
         synthetic_corpus(preset.corpus_scenes, preset.seed),
@@ -99,10 +116,13 @@ def train_tiny_tokenizer(preset: TinyPreset) -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_vlm(preset: TinyPreset | None = None, **config_kwargs):
-    """Build the tiny VLM and its processor in code: a CLIP vision tower (random, or the pre-trained base named by
-    `vision_base`), a random GPT-2 and a tokenizer trained on the synthetic corpus."""
+def build_tiny_vlm(preset: TinyShape | None = None, vision_tower: CLIPVisionModel | None = None, **config_kwargs):
+    """The tiny VLM and its processor: the pre-trained base named by the preset's `base`, or else built in code
+    (the given or a random CLIP vision tower, a random GPT-2, a tokenizer trained on the synthetic corpus)."""
     preset = preset or TinyPreset()
+    config_kwargs.setdefault("projector_num_heads", preset.vision_heads)
+    if getattr(preset, "base", None):
+        return load_base(preset.base, preset.vision_config(), preset.text_sizes(), **config_kwargs)
     torch.manual_seed(preset.seed)
     tokenizer = train_tiny_tokenizer(preset)
     lm = GPT2LMHeadModel(
@@ -120,9 +140,5 @@ def build_tiny_vlm(preset: TinyPreset | None = None, **config_kwargs):
         size={"shortest_edge": preset.image_size},
         crop_size={"height": preset.image_size, "width": preset.image_size},
     )
-    vision_config = preset.vision_config()
-    vision = (
-        load_base_tower(preset.vision_base, vision_config) if preset.vision_base else CLIPVisionModel(vision_config)
-    )
-    config_kwargs.setdefault("projector_num_heads", preset.vision_heads)
+    vision = vision_tower if vision_tower is not None else CLIPVisionModel(preset.vision_config())
     return build_vlm(vision, lm, tokenizer, image_processor, **config_kwargs)
