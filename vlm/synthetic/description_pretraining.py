@@ -51,9 +51,7 @@ class DescriptionBatches:
     def __init__(self, processor, scenes: list[Scene]):
         tokenizer = processor.tokenizer
         image_tokens = processor.image_token * processor.num_image_tokens
-        self.prompt = tokenizer(vqa_prompt(DESCRIBE_QUESTION).replace(processor.image_token, image_tokens))[
-            "input_ids"
-        ]
+        self.prompt = tokenizer(vqa_prompt(DESCRIBE_QUESTION).replace(processor.image_token, image_tokens))["input_ids"]
         # Every description starts with a space, so prompt and description tokenize apart as they do together.
         self.completions = [
             tokenizer(f" {describe(s)}{tokenizer.eos_token}", add_special_tokens=False)["input_ids"] for s in scenes
@@ -90,7 +88,8 @@ def pretrain_on_descriptions(
     size = model.config.vision_config.image_size
     rng = random.Random(f"describe-{seed}")
     scenes = [sample_scene(rng, size) for _ in range(pool_scenes)]
-    held_out = [sample_scene(random.Random(f"describe-held-out-{seed}"), size) for _ in range(held_out_scenes)]
+    held_out_rng = random.Random(f"describe-held-out-{seed}")
+    held_out = [sample_scene(held_out_rng, size) for _ in range(held_out_scenes)]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     model.config.freeze_vision, model.config.freeze_projector, model.config.freeze_language_model = True, False, False

@@ -60,7 +60,9 @@ class TinyShape(TowerShape):
     corpus_scenes: int = field(
         default=3000, metadata={"help": "Synthetic scenes whose questions, answers and texts train the tokenizer."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the tokenizer corpus and the random weights."})
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the tokenizer corpus, the random weights and pretrain-base's scenes."}
+    )
 
     def text_sizes(self) -> dict:
         """The GPT-2 config's names for the language model's sizes."""
