@@ -1,0 +1,107 @@
+"""Toy for docs/results.md ("Stage 1: a toy of the yes/no plateau"): can a random 4 x 128 GPT-2 learn
+"Is there a <colour> <shape>?" from ground-truth patch tokens, and what makes it start?
+
+Each scene of the synthetic generator becomes 16 patch tokens, each the sum of the word embeddings of the colour
+and shape of the object centred in it (0 when none), followed by the question's 6 tokens; the answer is read at the
+last position. Tasks (`--task`, `+` mixes them evenly): exist (the demo's question family, its own yes/no and hard
+negatives), c1 ("is there a <colour> object?"), s1 (the same for a shape), col ("what colour is the <shape>?"),
+where (the patch of the named object). Accuracy is always on 1000 held-out exist questions.
+
+    python docs/experiments/exist_toy.py --task exist --steps 3000 [--init 0.1]
+"""
+
+import argparse
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from vlm.synthetic.questions import exist_question
+from vlm.synthetic.scenes import COLORS, SHAPES, sample_scene
+
+COLOURS, GRID = list(COLORS), 4
+# token ids: 1-6 colours, 7-10 shapes, 11-14 "is there a ?", 15/16 yes/no, 18 image, 19/20 "object"/"thing",
+# 21-24 "what colour where is", 25-40 the 16 patches
+YES, NO, IMAGE, ANY_COLOUR, ANY_SHAPE, PATCH0, VOCAB = 15, 16, 18, 19, 20, 25, 48
+
+
+def patch_of(o) -> int:
+    return min(o.y // 16, GRID - 1) * GRID + min(o.x // 16, GRID - 1)
+
+
+def example(task: str, rng: random.Random):
+    scene = sample_scene(rng)
+    colours, shapes = torch.zeros(GRID * GRID, dtype=torch.long), torch.zeros(GRID * GRID, dtype=torch.long)
+    for o in scene.objects:
+        colours[patch_of(o)], shapes[patch_of(o)] = 1 + COLOURS.index(o.color), 1 + SHAPES.index(o.shape)
+    if task == "exist":
+        q = exist_question(scene, rng)
+        colour, shape = q.question[:-1].split()[-2:]
+        words, answer = (1 + COLOURS.index(colour), 7 + SHAPES.index(shape)), YES if q.answer == "yes" else NO
+    elif task == "c1":
+        colour = rng.choice(COLOURS)
+        words = (1 + COLOURS.index(colour), ANY_SHAPE)
+        answer = YES if any(o.color == colour for o in scene.objects) else NO
+    elif task == "s1":
+        shape = rng.choice(SHAPES)
+        words = (ANY_COLOUR, 7 + SHAPES.index(shape))
+        answer = YES if any(o.shape == shape for o in scene.objects) else NO
+    elif task == "col":
+        o = rng.choice(scene.objects)
+        words, answer = (ANY_COLOUR, 7 + SHAPES.index(o.shape)), 1 + COLOURS.index(o.color)
+    else:  # where
+        o = rng.choice(scene.objects)
+        words, answer = (1 + COLOURS.index(o.color), 7 + SHAPES.index(o.shape)), PATCH0 + patch_of(o)
+    prefix = {"col": (21, 22, 13), "where": (23, 24, 13)}.get(task, (11, 12, 13))
+    return colours, shapes, torch.tensor([*prefix, *words, 14]), answer
+
+
+def batch(tasks, n, rng):
+    rows = [example(rng.choice(tasks), rng) for _ in range(n)]
+    return [torch.stack([r[i] for r in rows]) for i in range(3)] + [torch.tensor([r[3] for r in rows])]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="exist")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--init", type=float, default=0.02, help="GPT-2's initializer_range")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=128, n_layer=4, n_head=4)
+    config.initializer_range = args.init
+    model = GPT2LMHeadModel(config)
+    embed = model.transformer.wte
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+
+    def logits(colours, shapes, words):
+        patches = embed(torch.full_like(colours, IMAGE))
+        patches = patches + (colours > 0)[..., None] * embed(colours.clamp(min=1))
+        patches = patches + (shapes > 0)[..., None] * embed(shapes + 6)
+        return model(inputs_embeds=torch.cat([patches, embed(words)], 1)).logits[:, -1]
+
+    held_out = batch(["exist"], 1000, random.Random(1))
+    started = time.time()
+    for step in range(1, args.steps + 1):
+        *inputs, answers = batch(args.task.split("+"), 64, rng)
+        loss = F.cross_entropy(logits(*inputs), answers)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 250 == 0:
+            with torch.no_grad():
+                said_yes = logits(*held_out[:3])[:, [YES, NO]].argmax(1) == 0
+            accuracy = (said_yes == (held_out[3] == YES)).float().mean().item()
+            print(  # noqa: T201 (a script)
+                f"{args.task} step {step}: loss {loss.item():.3f}, exist accuracy {accuracy:.3f}, "
+                f"{time.time() - started:.0f} s",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
