@@ -8,9 +8,8 @@ A:`. Naming each object's colour and shape in place is what the VQA stage builds
 (docs/results.md, R3), this stage lifted SFT's colour and shape answers from ~70 to ~99 %.
 
 Scenes come from their own random stream (never a dataset's images) and go through the dataset's JPEG round trip.
-The tower's features of the whole pool are computed once, so a step costs only the projector and the LM. The loop is
-written by hand, like the tower's pre-training: cached features in memory and a fixed prompt need none of the
-Trainer's data machinery, and the same loop runs unchanged on CUDA.
+The tower's features of the whole pool are computed once, so a step costs only the projector and the LM; the loop is
+the tower's (`vlm/synthetic/fit.py`).
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ import time
 
 import numpy as np
 import torch
-from transformers import get_cosine_schedule_with_warmup
 
 from vlm.model.generation import vqa_prompt
+from vlm.synthetic.fit import fit
 from vlm.synthetic.questions import describe
 from vlm.synthetic.scenes import Scene, sample_scene
 from vlm.synthetic.tower_pretraining import scene_pixels
@@ -84,7 +83,6 @@ def pretrain_on_descriptions(
 ) -> dict:
     """Train `model`'s projector and language model in place (the tower stays frozen); return a report: loss
     curve and teacher-forced accuracy on the descriptions of held-out scenes (per token, and whole descriptions)."""
-    log_every = log_every or min(250, max(1, steps // 10))
     size = model.config.vision_config.image_size
     rng = random.Random(f"describe-{seed}")
     scenes = [sample_scene(rng, size) for _ in range(pool_scenes)]
@@ -97,25 +95,17 @@ def pretrain_on_descriptions(
     started = time.time()
     features = _vision_features(model, processor, scenes)
     batches = DescriptionBatches(processor, scenes)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 40), steps)
     order = np.random.default_rng(seed)
-    losses, curve = [], []
-    model.train()
-    for step in range(steps):
+
+    def step_loss(step: int) -> torch.Tensor:
         rows = order.integers(0, pool_scenes, batch_size).tolist()
         batch = {k: v.to(device) for k, v in batches(rows).items()}
-        loss = model(**batch, vision_features=features[rows].to(device, model.dtype)).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-log_every:])), 4)})
-            logger.info("description pre-training: step %d/%d, loss %.3f", step + 1, steps, curve[-1]["loss"])
+        return model(**batch, vision_features=features[rows].to(device, model.dtype)).loss
+
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    warmup = max(1, steps // 40)
+    curve = fit(step_loss, params, steps, learning_rate, warmup, "description pre-training", 0.0, 1.0, log_every)
     model.eval()
     report = {
         "steps": steps,

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModel, get_cosine_schedule_with_warmup
+from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from vlm.synthetic.fit import fit
 from vlm.synthetic.scenes import COLORS, SHAPES, Scene, render_scene, sample_scene
 
 logger = logging.getLogger(__name__)
@@ -91,31 +92,24 @@ def pretrain_vision_tower(
     log_every: int | None = None,
 ) -> tuple[CLIPVisionModel, dict]:
     """The trained (frozen) tower and a report: loss curve and the heads' accuracy on 1000 held-out scenes."""
-    log_every = log_every or min(250, max(1, steps // 10))  # ten points of the loss curve at least
     rng = random.Random(f"tower-{seed}")
     torch.manual_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tower = CLIPVisionModel(vision_config).to(device)
     heads = PatchHeads(vision_config.hidden_size).to(device)
     size, patch = vision_config.image_size, vision_config.patch_size
-    params = list(tower.parameters()) + list(heads.parameters())
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
-    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 20), steps)  # warm-up over 5 % of the steps
-    started, losses, curve = time.time(), [], []
-    tower.train()
-    for step in range(steps):
+
+    def step_loss(step: int) -> torch.Tensor:
         scenes = [sample_scene(rng, size) for _ in range(batch_size)]
         colour, shape = (t.to(device) for t in patch_targets(scenes, patch))
         hidden = tower(pixel_values=scene_pixels(scenes, image_mean, image_std).to(device)).last_hidden_state
-        loss = heads.loss(hidden[:, 1:], colour, shape)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-log_every:])), 4)})
-            logger.info("vision tower pre-training: step %d/%d, loss %.3f", step + 1, steps, curve[-1]["loss"])
+        return heads.loss(hidden[:, 1:], colour, shape)
+
+    started = time.time()
+    tower.train()
+    params = list(tower.parameters()) + list(heads.parameters())
+    warmup = max(1, steps // 20)  # 5 % of the steps
+    curve = fit(step_loss, params, steps, learning_rate, warmup, "vision tower pre-training", 0.01, log_every=log_every)
     tower.eval()
     report = {
         "steps": steps,
