@@ -8,6 +8,7 @@ negatives), c1 ("is there a <colour> object?"), s1 (the same for a shape), col (
 where (the patch of the named object). Accuracy is always on 1000 held-out exist questions.
 
     python docs/experiments/exist_toy.py --task exist --steps 3000 [--init 0.1]
+    python docs/experiments/exist_toy.py --task c1+s1 --steps 1000 --then exist --then_steps 2000
 """
 
 import argparse
@@ -69,6 +70,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--init", type=float, default=0.02, help="GPT-2's initializer_range")
+    ap.add_argument("--then", default=None, help="a second curriculum phase: train on these tasks after --steps")
+    ap.add_argument("--then_steps", type=int, default=0)
     args = ap.parse_args()
     torch.manual_seed(0)
     rng = random.Random(0)
@@ -86,8 +89,9 @@ def main():
 
     held_out = batch(["exist"], 1000, random.Random(1))
     started = time.time()
-    for step in range(1, args.steps + 1):
-        *inputs, answers = batch(args.task.split("+"), 64, rng)
+    for step in range(1, args.steps + args.then_steps + 1):
+        task = args.task if step <= args.steps else args.then
+        *inputs, answers = batch(task.split("+"), 64, rng)
         loss = F.cross_entropy(logits(*inputs), answers)
         optimizer.zero_grad()
         loss.backward()
@@ -97,7 +101,7 @@ def main():
                 said_yes = logits(*held_out[:3])[:, [YES, NO]].argmax(1) == 0
             accuracy = (said_yes == (held_out[3] == YES)).float().mean().item()
             print(  # noqa: T201 (a script)
-                f"{args.task} step {step}: loss {loss.item():.3f}, exist accuracy {accuracy:.3f}, "
+                f"{task} step {step}: loss {loss.item():.3f}, exist accuracy {accuracy:.3f}, "
                 f"{time.time() - started:.0f} s",
                 flush=True,
             )
