@@ -3,7 +3,8 @@
 The command, run for a few steps, writes a whole base folder (a VLM checkpoint with its tokenizer, a card with the
 weights' sha256, a model card, run_config.yaml): the tower's loss fell and its probe reads colour far above chance,
 and the description stage's loss fell. The tiny preset loads it whole (every weight equal, the freeze flags it is
-asked for applied), and refuses a base of other sizes, tampered weights or a folder that is not a base, in one line.
+asked for applied), and refuses a base of other sizes or projector heads, tampered weights or a folder that is not a
+base, in one line.
 It refuses an existing folder. The shipped base matches its card (hash), loads into the demo's preset, its patches
 still give away each object's colour and shape (re-probed here on fresh scenes), and it still describes fresh scenes
 as well as its card says. `vlm-rlhf probe` measures a checkpoint's tower and projector, writes the figures, and
@@ -72,6 +73,8 @@ def test_the_preset_loads_the_base_and_refuses_what_does_not_fit(small_base, tmp
         build_tiny_vlm(TinyPreset(base=str(small_base)))
     with pytest.raises(ValueError, match=r"sizes are not the preset's: text n_layer 1 \(preset 2\)"):
         build_tiny_vlm(TinyPreset(**{**SIZES, "text_layers": 2}, base=str(small_base)))
+    with pytest.raises(ValueError, match=r"projector_num_heads 2 \(asked 4\)"):
+        build_tiny_vlm(TinyPreset(**SIZES, base=str(small_base)), projector_num_heads=4)
     tampered = tmp_path / "tampered"
     tampered.mkdir()
     for f in small_base.iterdir():
