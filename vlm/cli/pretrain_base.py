@@ -72,10 +72,7 @@ def _commit(out: Path) -> str | None:
 
 
 def _probe(feature_fn, cfg: PretrainBaseConfig) -> dict:
-    with torch.no_grad():
-        return probe_accuracies(
-            feature_fn, cfg.image_size, cfg.patch_size, cfg.probe_train_scenes, cfg.probe_test_scenes
-        )
+    return probe_accuracies(feature_fn, cfg.image_size, cfg.patch_size, cfg.probe_train_scenes, cfg.probe_test_scenes)
 
 
 def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import torch
-
 from vlm.config_parsing import parse_config
 from vlm.io import atomic_write_json
 from vlm.model.builder import check_checkpoint, load_vlm
@@ -37,10 +35,9 @@ def probe(cfg: ProbeConfig) -> dict:
     model, processor = load_vlm(cfg.model)
     model.eval()
     vision = model.config.vision_config
-    with torch.no_grad():
-        figures = probe_accuracies(
-            vlm_features(model, processor), vision.image_size, vision.patch_size, cfg.train_scenes, cfg.test_scenes
-        )
+    figures = probe_accuracies(
+        vlm_features(model, processor), vision.image_size, vision.patch_size, cfg.train_scenes, cfg.test_scenes
+    )
     if cfg.out:
         atomic_write_json(cfg.out, {"model": cfg.model, **figures}, indent=1)
     return figures

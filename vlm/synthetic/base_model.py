@@ -18,7 +18,6 @@ SHIPPED = Path(__file__).resolve().parent / "base"
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
 _VISION_SIZES = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-_TEXT_SIZES = ("n_embd", "n_layer", "n_head", "n_positions")
 _FREEZE_FLAGS = ("freeze_vision", "freeze_projector", "freeze_language_model")
 
 
@@ -55,7 +54,7 @@ def check_base(folder: Path) -> dict:
     return facts
 
 
-def size_mismatch(config, vision_config, text_sizes: dict) -> str:
+def _size_mismatch(config, vision_config, text_sizes: dict) -> str:
     """What differs between a VLM config and the wanted tower config / GPT-2 sizes; empty when nothing does."""
     differ = [
         f"vision {k} {getattr(config.vision_config, k)} (preset {getattr(vision_config, k)})"
@@ -76,7 +75,7 @@ def load_base(name: str, vision_config, text_sizes: dict, **config_kwargs):
     folder = resolve_base(name)
     check_base(folder)
     model, processor = load_vlm(folder)
-    differ = size_mismatch(model.config, vision_config, text_sizes)
+    differ = _size_mismatch(model.config, vision_config, text_sizes)
     heads = config_kwargs.pop("projector_num_heads", model.config.projector_num_heads)
     if heads != model.config.projector_num_heads:
         differ += f"{', ' if differ else ''}projector_num_heads {model.config.projector_num_heads} (asked {heads})"

@@ -23,24 +23,20 @@ import torch
 
 from vlm.model.generation import vqa_prompt
 from vlm.synthetic.fit import fit
+from vlm.synthetic.probes import scene_features, tower_features
 from vlm.synthetic.questions import describe
 from vlm.synthetic.scenes import Scene, sample_scene
-from vlm.synthetic.tower_pretraining import scene_pixels
 
 logger = logging.getLogger(__name__)
 
 DESCRIBE_QUESTION = "Describe the image."
 
 
-@torch.no_grad()
-def _vision_features(model, processor, scenes: list[Scene], batch: int = 250) -> torch.Tensor:
+def _tower_features(model, processor, scenes: list[Scene]) -> torch.Tensor:
     """The frozen tower's outputs for every scene, `[scenes, tokens, width]`, on the CPU."""
     image_processor = processor.image_processor
-    parts = []
-    for start in range(0, len(scenes), batch):
-        pixels = scene_pixels(scenes[start : start + batch], image_processor.image_mean, image_processor.image_std)
-        parts.append(model.get_vision_features(pixels.to(model.device, model.dtype)).float().cpu())
-    return torch.cat(parts)
+    tower = tower_features(model.model.vision_tower, image_processor.image_mean, image_processor.image_std)
+    return scene_features(tower, scenes)["tower"]
 
 
 class DescriptionBatches:
@@ -93,7 +89,7 @@ def pretrain_on_descriptions(
     model.config.freeze_vision, model.config.freeze_projector, model.config.freeze_language_model = True, False, False
     model.apply_freezing()
     started = time.time()
-    features = _vision_features(model, processor, scenes)
+    features = _tower_features(model, processor, scenes)
     batches = DescriptionBatches(processor, scenes)
     order = np.random.default_rng(seed)
 
@@ -123,7 +119,7 @@ def pretrain_on_descriptions(
 @torch.no_grad()
 def description_accuracy(model, processor, scenes: list[Scene], batch: int = 250) -> dict:
     """Teacher-forced accuracy on the scenes' descriptions: per token, and whole descriptions right."""
-    features = _vision_features(model, processor, scenes)
+    features = _tower_features(model, processor, scenes)
     batches = DescriptionBatches(processor, scenes)
     right = total = whole = 0
     for start in range(0, len(scenes), batch):

@@ -45,7 +45,9 @@ def _objects(n_scenes: int, stream: str, image_size: int, patch_size: int):
     return scenes, np.array(rows)
 
 
-def _features(feature_fn: FeatureFn, scenes: list[Scene], batch: int = 250) -> dict[str, torch.Tensor]:
+@torch.no_grad()
+def scene_features(feature_fn: FeatureFn, scenes: list[Scene], batch: int = 250) -> dict[str, torch.Tensor]:
+    """`feature_fn` over the scenes, `batch` at a time, as float32 on the CPU."""
     parts = [feature_fn(scenes[i : i + batch]) for i in range(0, len(scenes), batch)]
     return {name: torch.cat([p[name] for p in parts]).float() for name in parts[0]}
 
@@ -58,7 +60,7 @@ def probe_accuracies(
     and each target's majority-class accuracy on the test objects (what a probe that learns nothing scores)."""
     train, train_rows = _objects(train_scenes, "probe-train", image_size, patch_size)
     test, test_rows = _objects(test_scenes, "probe-test", image_size, patch_size)
-    train_features, test_features = _features(feature_fn, train), _features(feature_fn, test)
+    train_features, test_features = scene_features(feature_fn, train), scene_features(feature_fn, test)
     out = {}
     for name in train_features:
         x_train = train_features[name][train_rows[:, 0], train_rows[:, 1]].numpy()
