@@ -2,12 +2,10 @@
 `accelerate launch -m sft.instruct --config configs/<setup>/instruct.yaml`).
 
 LLaVA-1.5's second stage: vision tower frozen, projector + LM trained on multi-turn conversations, loss on the
-answers only. TRL 1.12 refuses `assistant_only_loss` for image data (open request: trl#3751; this split can go when
-it is supported), so each answer is its own prompt-completion row
-(the whole history as prompt) and TRL's completion-only loss trains it once, in LLaVA's context. Rows are rendered
-by the processor's Vicuna-v1 chat template (added to a start checkpoint that has none, and saved with the result);
-TRL's vision collator, its default chunked loss (which calls the backbone, where the image is fused) and the
-trainer's checkpointing are used as they are.
+answers only. One row per conversation, rendered by the processor's Vicuna-v1 chat template (added to a start
+checkpoint that has none, and saved with the result); `ConversationCollator` masks all but the answers, since TRL
+1.12 refuses `assistant_only_loss` for image data (trl#3751). TRL's default chunked loss (which calls the backbone,
+where the image is fused) and the trainer's checkpointing are used as they are.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from pathlib import Path
 
 from trl import SFTTrainer
 
+from sft.instruct_collator import ConversationCollator
 from sft.instruct_config import InstructConfig
 from sft.instruct_data import instruct_rows, with_conversation_images
 from sft.trainer_setup import load_start, sft_trainer
@@ -60,12 +59,13 @@ def build_trainer(cfg: InstructConfig) -> tuple[SFTTrainer, dict]:
     if ensure_chat_template(processor):
         logger.info("%s has no chat template: using LLaVA's Vicuna-v1 template", cfg.init_from)
     train, evaluation, facts = _datasets(cfg, model, processor)
-    trainer = sft_trainer(cfg, model, processor, train, evaluation)
+    trainer = sft_trainer(cfg, model, processor, train, evaluation, data_collator=ConversationCollator(processor))
     trainable, total = trainable_parameters(trainer.model)
     logger.info(
-        "training %.2fM of %.2fM parameters on %d answers from %d conversations (%d turns over max_length dropped)",
+        "training %.2fM of %.2fM parameters on %d answers in %d of %d conversations (%d answers past max_length dropped)",
         trainable / 1e6,
         total / 1e6,
+        facts["train"]["answers"],
         facts["train"]["rows"],
         facts["train"]["conversations"],
         facts["train"]["dropped_turns"],

@@ -14,9 +14,8 @@ from vlm.training.stage_config import TrainedPartsConfig
 class InstructConfig(TrainedPartsConfig, SFTConfig):
     # SFTConfig fields whose defaults change (see VQASFTConfig for the first three).
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image columns the rows need."})
-    completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on each row's answer + EOS."})
     max_length: int | None = field(
-        default=1024, metadata={"help": "Longest row (image tokens counted); longer turns are dropped, not cut."}
+        default=1024, metadata={"help": "Longest conversation (image tokens counted); turns past it are dropped."}
     )
     learning_rate: float = field(default=2e-5, metadata={"help": "LLaVA-1.5 stage 2."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "LLaVA-1.5 stage 2."})
@@ -40,12 +39,10 @@ class InstructConfig(TrainedPartsConfig, SFTConfig):
     def __post_init__(self):
         if self.assistant_only_loss:
             # trl 1.12.0's SFTTrainer.__init__ raises "Assistant-only loss is not yet supported for vision datasets"
-            # (sft_trainer.py:1052; the open request is trl#3751). The rows already give the same loss. When TRL
-            # supports it, this check and the one-row-per-answer split (sft/instruct_data.py) can go.
+            # (sft_trainer.py:1052; the open request is trl#3751). `ConversationCollator` gives that loss; when TRL
+            # supports it, the collator can go.
             raise ValueError(
                 "assistant_only_loss: true is not supported for image conversations by TRL 1.12; instruct already "
-                "trains only the answers (one prompt-completion row per answer, completion_only_loss); remove it"
+                "trains only the answers (sft/instruct_collator.py); remove it"
             )
-        if self.completion_only_loss is False:
-            raise ValueError("completion_only_loss: false would train the system and user turns; remove it")
         super().__post_init__()

@@ -1,9 +1,10 @@
-"""LLaVA-Instruct conversations as TRL prompt-completion rows for the instruction stage.
+"""LLaVA-Instruct conversations as chat rows for the instruction stage, one row per conversation.
 
-One row per answer (`vlm.data.llava.conversation_rows`); rows longer than `max_length` with the image expanded
-are dropped, not cut, since TRL's truncation keeps the start and would leave such a row with a cut answer or no
-trained token at all. Images are attached per batch by `AttachConversationImages` (decoded, or cached features),
-`[]` for a text-only row, so TRL's vision collator sees `{images, prompt, completion}` and nothing is copied.
+A conversation longer than `max_length` with the image expanded keeps its longest run of whole turns from the
+start that fits, and the answers after it are dropped and counted; one whose first answer does not fit is dropped.
+Cutting mid-answer would train a broken answer. Images are attached per batch by `AttachConversationImages`
+(decoded, or cached features), `[]` for a text-only row, so the collator sees `{messages, images}` and nothing is
+copied.
 """
 
 from __future__ import annotations
@@ -18,45 +19,55 @@ from vlm.training.feature_bank import FeatureBank, image_inputs
 logger = logging.getLogger(__name__)
 
 
-def row_lengths(rows: Dataset, processor, batch_size: int = 1024) -> list[int]:
-    """Tokens of each row as the model sees it: the rendered prompt + completion, `<image>` counted as N tokens."""
+def answer_ends(rows: Dataset, processor) -> list[list[int]]:
+    """Per row, the length in tokens (`<image>` counted as N) of the rendering up to and including each answer."""
     tokenizer, extra = processor.tokenizer, processor.num_image_tokens - 1
-    lengths = []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        texts = processor.apply_chat_template(
-            [p + c for p, c in zip(batch["prompt"], batch["completion"])], tokenize=False
-        )
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        lengths += [len(t) + extra * bool(path) for t, path in zip(ids, batch["image_path"])]
-    return lengths
+    prefixes, owners = [], []
+    for k, (messages, path) in enumerate(zip(rows["messages"], rows["image_path"])):
+        for t in range(2, len(messages) + 1, 2):
+            prefixes.append(messages[:t])
+            owners.append((k, extra * bool(path)))
+    texts = processor.apply_chat_template(prefixes, tokenize=False) if prefixes else []
+    ends = [[] for _ in range(len(rows))]
+    for (k, image), ids in zip(owners, tokenizer(texts, add_special_tokens=False)["input_ids"]):
+        ends[k].append(len(ids) + image)
+    return ends
+
+
+def _fit(rows: Dataset, processor, max_length: int) -> tuple[Dataset, int]:
+    """(rows cut to whole turns within max_length, conversations left empty removed; answers dropped)."""
+    kept, dropped = [], 0
+    for row, ends in zip(rows, answer_ends(rows, processor)):
+        fits = sum(end <= max_length for end in ends)  # the ends grow, so the fitting answers are the first ones
+        dropped += len(ends) - fits
+        if fits:
+            kept.append(dict(row, messages=row["messages"][: 2 * fits]))
+    return (Dataset.from_list(kept) if kept else rows.select([])), dropped
 
 
 def instruct_rows(json_path, image_folder, processor, max_length: int | None, limit: int | None = None):
-    """(rows, facts): the rows that fit `max_length`, and counts of conversations, rows and dropped turns."""
+    """(rows, facts): the conversations that fit `max_length` (cut to whole turns), and counts of conversations,
+    rows, trained answers and answers dropped for length."""
     conversations = load_llava_instruct(json_path, image_folder, limit=limit)
     rows = conversation_rows(conversations)
     facts = {"conversations": len(conversations), "rows": len(rows), "dropped_turns": 0}
     if max_length is not None and len(rows):
-        lengths = row_lengths(rows, processor)
-        keep = [i for i, n in enumerate(lengths) if n <= max_length]
-        facts["dropped_turns"] = len(rows) - len(keep)
+        rows, facts["dropped_turns"] = _fit(rows, processor, max_length)
         if facts["dropped_turns"]:
             logger.warning(
-                "%s: %d of %d turns are longer than max_length %d (image tokens counted) and are dropped",
+                "%s: %d answers end past max_length %d (image tokens counted) and are dropped with the turns after them",
                 json_path,
                 facts["dropped_turns"],
-                len(rows),
                 max_length,
             )
-            rows = rows.select(keep)
         facts["rows"] = len(rows)
+    facts["answers"] = sum(len(m) // 2 for m in rows["messages"]) if len(rows) else 0
     facts["text_only_rows"] = sum(not p for p in rows["image_path"]) if len(rows) else 0
     return rows, facts
 
 
 class AttachConversationImages:
-    """`Dataset.with_transform` hook: adds `images` ([image] or [] per row) to a batch of instruction rows."""
+    """`Dataset.with_transform` hook: adds `images` ([image] or [] per row) to a batch of conversation rows."""
 
     def __init__(self, bank: FeatureBank | None = None):
         self.bank = bank
@@ -66,13 +77,7 @@ class AttachConversationImages:
         records = (f"conversation {batch['id'][k]}" for k in with_image)
         loaded = iter(image_inputs([batch["image_path"][k] for k in with_image], records, self.bank))
         images = [[next(loaded)] if path else [] for path in batch["image_path"]]
-        return {
-            "id": batch["id"],
-            "turn": batch["turn"],
-            "prompt": batch["prompt"],
-            "completion": batch["completion"],
-            "images": images,
-        }
+        return {"id": batch["id"], "messages": batch["messages"], "images": images}
 
 
 def with_conversation_images(rows: Dataset, bank: FeatureBank | None) -> Dataset:

@@ -19,11 +19,14 @@ def load_start(cfg):
     return model, processor
 
 
-def sft_trainer(cfg, model, processor, train, evaluation, vqa_curve: VQACurve | None = None) -> VQASFTTrainer:
+def sft_trainer(
+    cfg, model, processor, train, evaluation, vqa_curve: VQACurve | None = None, data_collator=None
+) -> VQASFTTrainer:
     peft_config = language_model_lora(cfg.lora, model.config) if cfg.lora is not None else None
     return VQASFTTrainer(
         model=model,
         args=cfg,
+        data_collator=data_collator,
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=processor,

@@ -1,23 +1,21 @@
 """Stage 5: LLaVA-style instruction tuning (chat template, rows, masks, images in batches, freezing, the command).
 
 The reader turns a fixture (`<image>` at the end of the human turn, three answers, a text-only entry, a leading gpt
-turn) into exactly the expected rows, one image part where there is an image and no `<image>` left in any text, and
-refuses turns out of order naming the record. The template renders a golden string (and a system message replacing
-the default) and survives save -> load. For every row of the held-out mix, TRL's own prompt/completion split
-concatenates to the full rendering and prompt ids + completion ids equal the full ids. With an image in the first
-turn, `return_assistant_tokens_mask=True` marks exactly the answers + EOS, found independently. Over the T rows of
-multi-turn conversations through TRL's collator, every row is a prefix of the full conversation, no answer is
-trained twice and the union of trained positions equals the answers + EOS of the full rendering (never system, user
-or image tokens), every EOS trained, also with pad = EOS. A mixed batch (3 image rows, 2 text-only) has one
-`pixel_values` row per image, swapping two rows' images changes the embeddings exactly at those rows' `<image>`
-positions, permuting the images changes TRL's chunked loss, and an all-text batch has no `pixel_values` and a finite
-loss. One step leaves the vision tower unchanged and changes projector and LM. Eval's held-out perplexity equals
+turn) into exactly the expected rows, one per conversation, one image part where there is an image and no `<image>`
+left in any text, and refuses turns out of order naming the record. The template renders a golden string (and a
+system message replacing the default) and survives save -> load. With an image in the first turn,
+`return_assistant_tokens_mask=True` marks exactly the answers + EOS, found independently. The collator, over a batch
+of whole multi-turn conversations and a text-only one, trains exactly the answers + EOS found independently from
+prefix renderings (never system, user, image or padding tokens), every EOS trained, also with pad = EOS. A mixed
+batch (3 image rows, 2 text-only) has one `pixel_values` row per image, swapping two rows' images changes the
+embeddings exactly at those rows' `<image>` positions, permuting the images changes TRL's chunked loss, and an
+all-text batch has no `pixel_values` and a finite loss. One step leaves the vision tower unchanged and changes projector and LM. Eval's held-out perplexity equals
 exp(the trainer's eval loss) on the same conversations (1e-3). The mix holds the kinds, the suffix on every short
 item, and no image on both sides. `vlm-rlhf instruct` from a PPO checkpoint and from a stage-1 checkpoint lowers
 the held-out loss, reloads with the template and stops at EOS on every reply; a real 2-process `accelerate launch
 -m sft.instruct` (world size 2) does the same. `assistant_only_loss: true` (flag or YAML), malformed JSON and a
-`max_length` nothing fits each give one clear error and write nothing; a turn over `max_length` is dropped and
-counted. A run killed after its step-2 checkpoint resumes to the same step count with the same start loss; a
+`max_length` nothing fits each give one clear error and write nothing; a conversation over `max_length` keeps the
+whole turns that fit, and the answers dropped are counted. A run killed after its step-2 checkpoint resumes to the same step count with the same start loss; a
 partial checkpoint (no RNG, scheduler or trainer state) beside a complete one is set aside on resume. With
 LoRA only the adapters and the projector train and the saved (merged) model has the tower of its start.
 `data instruct-mix` refuses unknown kinds and data without scenes, and writes one item per scene.
@@ -37,7 +35,6 @@ import pytest
 import torch
 from PIL import Image
 from transformers import AutoProcessor, TrainerCallback
-from trl.data_utils import apply_chat_template
 
 from sft.instruct import build_trainer, train
 from sft.instruct_config import InstructConfig
@@ -130,7 +127,7 @@ def instruct_config(ckpt, data, out, **overrides) -> InstructConfig:
     return InstructConfig(**kwargs)
 
 
-def test_reader_gives_one_row_per_answer_with_its_history(conversations_file, synthetic_data):
+def test_reader_gives_one_row_per_conversation(conversations_file, synthetic_data):
     conversations = load_llava_instruct(conversations_file, synthetic_data / "train2014")
     rows = conversation_rows(conversations)
     image = conversations[0]["image_path"]
@@ -142,34 +139,29 @@ def test_reader_gives_one_row_per_answer_with_its_history(conversations_file, sy
         }
 
     def bot(text):
-        return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+        return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
-    q1 = user("What is in the picture?", img=True)
     expected = [
-        ("three", 0, image, [q1], bot("A red circle.")),
-        ("three", 1, image, [q1, *bot("A red circle."), user("Where is it?")], bot("At the top left.")),
         (
             "three",
-            2,
             image,
             [
-                q1,
-                *bot("A red circle."),
+                user("What is in the picture?", img=True),
+                bot("A red circle."),
                 user("Where is it?"),
-                *bot("At the top left."),
+                bot("At the top left."),
                 user("How many objects are there?"),
+                bot("There is one."),
             ],
-            bot("There is one."),
         ),
-        ("text", 0, "", [user("How many corners does a square have?")], bot("A square has four corners.")),
-        ("lead", 0, image, [user("Describe the image.", img=True)], bot("Two squares.")),
+        ("text", "", [user("How many corners does a square have?"), bot("A square has four corners.")]),
+        ("lead", image, [user("Describe the image.", img=True), bot("Two squares.")]),
     ]
-    got = [(r["id"], r["turn"], r["image_path"], r["prompt"], r["completion"]) for r in rows]
-    assert got == expected
+    assert [(r["id"], r["image_path"], r["messages"]) for r in rows] == expected
     for r in rows:
-        texts = [p["text"] for m in r["prompt"] + r["completion"] for p in m["content"] if p["type"] == "text"]
+        texts = [p["text"] for m in r["messages"] for p in m["content"] if p["type"] == "text"]
         assert not any("<image>" in t for t in texts)
-        images = sum(p["type"] == "image" for m in r["prompt"] for p in m["content"])
+        images = sum(p["type"] == "image" for m in r["messages"] for p in m["content"])
         assert images == (1 if r["image_path"] else 0)
 
 
@@ -214,20 +206,6 @@ def test_template_renders_llava_v1_and_survives_save_and_load(tiny_vlm, tmp_path
     assert reloaded.apply_chat_template(messages, tokenize=False) == golden
 
 
-def test_prompt_and_completion_ids_add_up_to_the_full_rendering(tiny_vlm, mix):
-    _, processor = tiny_vlm
-    tokenizer = processor.tokenizer
-    rows = conversation_rows(load_llava_instruct(mix_file(mix, "val2014"), mix / "val2014"))
-    assert len(rows) > 20
-    for r in rows:
-        split = apply_chat_template({"prompt": r["prompt"], "completion": r["completion"]}, processor)  # TRL's own
-        full = processor.apply_chat_template(r["prompt"] + r["completion"], tokenize=False)
-        assert split["prompt"] + split["completion"] == full
-        ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        assert ids(split["prompt"]) + ids(split["completion"]) == ids(full)
-        assert ids(split["completion"])[-1] == tokenizer.eos_token_id
-
-
 def _full_rendering(processor, messages, image):
     messages = json.loads(json.dumps(messages))
     if image is not None:
@@ -261,34 +239,44 @@ def test_assistant_tokens_mask_marks_exactly_the_answers(tiny_vlm):
     assert tokenizer.decode(ids[mask]) == " A red circle.<|endoftext|> Yes.<|endoftext|>"
 
 
+def _answer_positions(processor, messages, with_image: bool) -> torch.Tensor:
+    """The answers + EOS of a conversation's full rendering, found without the assistant mask: answer k spans from
+    the end of its generation-prompt rendering to the end of the rendering that includes it."""
+    tokenizer, extra = processor.tokenizer, (N_IMAGE - 1) * with_image
+
+    def length(text):
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + extra
+
+    total = length(processor.apply_chat_template(messages, tokenize=False))
+    mask = torch.zeros(total, dtype=torch.bool)
+    for k in range(1, len(messages), 2):
+        start = length(processor.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True))
+        mask[start : length(processor.apply_chat_template(messages[: k + 1], tokenize=False))] = True
+    return mask
+
+
 @pytest.mark.parametrize("pad_is_eos", [False, True])
-def test_rows_train_exactly_the_answers_of_the_full_conversation(tiny_checkpoint, mix, tmp_path, pad_is_eos):
-    trainer, _ = build_trainer(instruct_config(tiny_checkpoint, mix, tmp_path / "out"))
+def test_collator_trains_exactly_the_answers_of_whole_conversations(tiny_checkpoint, mix, tmp_path, pad_is_eos):
+    trainer, facts = build_trainer(instruct_config(tiny_checkpoint, mix, tmp_path / "out"))
     processor = trainer.processing_class
     if pad_is_eos:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
-    rows = trainer.train_dataset
-    ids_column = [rows[i]["id"] for i in range(len(rows))]
-    multi = [c for c in dict.fromkeys(ids_column) if ids_column.count(c) >= 2][:3]
-    assert multi, "the mix should hold multi-turn conversations"
-    for conversation in multi:
-        indices = [i for i, c in enumerate(ids_column) if c == conversation]
-        batch = trainer.data_collator([rows[i] for i in indices])
-        last = rows[indices[-1]]
-        full = _full_rendering(
-            processor, last["prompt"] + last["completion"], last["images"][0] if last["images"] else None
-        )
-        full_ids, answer_mask = full["input_ids"][0], full["assistant_masks"][0].bool()
-        trained = torch.zeros_like(answer_mask)
-        for ids, attention, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
-            real = ids[attention.bool()]
-            assert torch.equal(real, full_ids[: len(real)])  # each row is a prefix of the full conversation
-            row_trained = labels[attention.bool()] != -100
-            assert not (trained[: len(real)] & row_trained).any()  # no answer is trained twice
-            trained[: len(real)] |= row_trained
-        assert torch.equal(trained, answer_mask)  # = answers + EOS: never system, user or image tokens
-        eos = full_ids == processor.tokenizer.eos_token_id
-        assert eos.sum() == len(indices) and trained[eos].all()  # every EOS trained, also when pad == eos
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    assert len(rows) == facts["train"]["conversations"] and facts["train"]["answers"] > len(rows)
+    multi = [r for r in rows if len(r["messages"]) >= 4][:3]
+    batch_rows = multi + [r for r in rows if not r["images"]][:1]
+    assert len(multi) == 3 and len(batch_rows) == 4, "the mix should hold multi-turn and text-only conversations"
+    batch = trainer.data_collator([dict(r) for r in batch_rows])
+    for r, ids, attention, labels in zip(batch_rows, batch["input_ids"], batch["attention_mask"], batch["labels"]):
+        expected = _answer_positions(processor, r["messages"], bool(r["images"]))
+        n = int(attention.sum())
+        assert n == len(expected) and not attention[n:].any()
+        trained = labels != -100
+        assert torch.equal(trained[:n], expected) and not trained[n:].any()  # never padding
+        assert torch.equal(labels[trained], ids[trained])
+        assert not trained[ids == processor.image_token_id].any()
+        eos = (ids == processor.tokenizer.eos_token_id) & attention.bool()
+        assert eos.sum() == len(r["messages"]) // 2 and trained[eos].all()  # every answer's EOS, also pad == eos
 
 
 def _language_model_inputs(model, batch) -> torch.Tensor:
@@ -350,15 +338,15 @@ def test_one_step_trains_projector_and_lm_not_the_vision_tower(tiny_checkpoint, 
 
 
 def test_held_out_perplexity_equals_the_trainer_eval_loss(tiny_checkpoint, mix, tmp_path):
-    """Eval's perplexity (one full rendering per conversation, assistant mask) and the trainer's eval loss (one row
-    per answer, completion mask) count the same tokens: the rows train exactly the answers, each once."""
+    """Eval's perplexity (one conversation at a time, assistant mask) and the trainer's eval loss (batches of
+    conversations through the collator) count the same tokens."""
     cfg = instruct_config(tiny_checkpoint, mix, tmp_path / "out", eval_limit=6, per_device_eval_batch_size=64)
     trainer, facts = build_trainer(cfg)
     eval_loss = trainer.evaluate()["eval_loss"]
     model, processor = load_vlm(tiny_checkpoint)
     conversations = load_llava_instruct(cfg.eval_data, cfg.eval_images, limit=6)
     measured = assistant_perplexity(model.eval(), processor, conversations)
-    assert facts["eval"]["rows"] > 6  # several multi-turn conversations
+    assert facts["eval"]["answers"] > 6  # several multi-turn conversations
     assert measured["perplexity"] == pytest.approx(math.exp(eval_loss), rel=1e-3)
 
 
@@ -531,7 +519,9 @@ def test_assistant_only_loss_and_bad_data_are_refused(tiny_checkpoint, mix, tmp_
     assert not (tmp_path / "x").exists()
 
 
-def test_long_turns_are_dropped_and_counted(tiny_checkpoint, conversations_file, synthetic_data, tmp_path):
+def test_long_conversations_keep_the_whole_turns_that_fit(
+    tiny_checkpoint, conversations_file, synthetic_data, tmp_path
+):
     cfg = instruct_config(
         tiny_checkpoint,
         synthetic_data,
@@ -541,19 +531,18 @@ def test_long_turns_are_dropped_and_counted(tiny_checkpoint, conversations_file,
         eval_data=None,
     )
     _, processor = load_vlm(tiny_checkpoint)
-    lengths = sorted(
-        len(
-            processor.tokenizer(processor.apply_chat_template(r["prompt"] + r["completion"], tokenize=False))[
-                "input_ids"
-            ]
-        )
-        + (N_IMAGE - 1) * bool(r["image_path"])
-        for r in conversation_rows(load_llava_instruct(conversations_file, synthetic_data / "train2014"))
-    )
-    cfg.max_length = lengths[-2]  # only the longest turn (the third answer) is over
+    three = conversation_rows(load_llava_instruct(conversations_file, synthetic_data / "train2014"))[0]["messages"]
+    ends = [len(_answer_positions(processor, three[:t], True)) for t in (2, 4, 6)]
+    cfg.max_length = ends[1]  # the first two answers of "three" fit, its third does not; the others are shorter
     trainer, facts = build_trainer(cfg)
-    assert facts["train"]["rows"] == 4 and facts["train"]["dropped_turns"] == 1
-    assert sorted(trainer.train_dataset[i]["turn"] for i in range(4)) == [0, 0, 0, 1]
+    assert [facts["train"][k] for k in ("conversations", "rows", "answers", "dropped_turns")] == [3, 3, 4, 1]
+    kept = trainer.train_dataset[0]
+    assert kept["id"] == "three" and kept["messages"] == three[:4]
+    labels = trainer.data_collator([dict(kept)])["labels"][0]
+    assert len(labels) == ends[1] and (labels != -100).any()
+    cfg.max_length = ends[0] - 1  # "three" no longer fits at all
+    _, facts = build_trainer(cfg)
+    assert facts["train"]["rows"] == 2 and facts["train"]["dropped_turns"] == 3
     assert conversation_messages(FIXTURE[0]["conversations"], True, "x")[0]["content"][0] == {"type": "image"}
 
 

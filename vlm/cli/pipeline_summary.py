@@ -76,8 +76,8 @@ def _instruct_lines(summary: dict) -> str:
     facts, runs = summary["instruct"], summary["instruct_eval"]
     train = facts["data"]["train"]
     head = (
-        f"instruct from {facts['start']}: {facts['steps']} steps on {train['rows']} answers of "
-        f"{train['conversations']} conversations ({train['dropped_turns']} long turns dropped), "
+        f"instruct from {facts['start']}: {facts['steps']} steps on {train['answers']} answers in "
+        f"{train['rows']} conversations ({train['dropped_turns']} answers past max_length dropped), "
         f"{facts['seconds']:.0f} s"
     )
 

@@ -90,20 +90,10 @@ def conversation_messages(turns: list[dict], has_image: bool, where: str) -> lis
 
 
 def conversation_rows(conversations: Dataset) -> Dataset:
-    """TRL prompt-completion rows from `load_llava_instruct`'s output: a conversation with T answers gives T rows,
-    row t holding the whole history up to answer t as `prompt` and answer t as `completion`, so completion-only
-    loss trains every answer exactly once, in its context. Columns: id, turn, image_path, prompt, completion."""
+    """One chat row per conversation from `load_llava_instruct`'s output, as LLaVA trains it: the whole
+    conversation is read once and every answer is trained in its context. Columns: id, image_path, messages."""
     rows = []
     for r in conversations:
         messages = conversation_messages(r["conversations"], bool(r["image_path"]), f"record id {r['id']}")
-        for t in range(1, len(messages), 2):
-            rows.append(
-                {
-                    "id": r["id"],
-                    "turn": t // 2,
-                    "image_path": r["image_path"],
-                    "prompt": messages[:t],
-                    "completion": [messages[t]],
-                }
-            )
+        rows.append({"id": r["id"], "image_path": r["image_path"], "messages": messages})
     return Dataset.from_list(rows)

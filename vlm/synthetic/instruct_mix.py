@@ -201,6 +201,19 @@ def _vqa_turns(scene: Scene, vqa_rows: list[dict], rng: random.Random) -> list[t
     return [(f"{question}\n{SHORT_ANSWER_SUFFIX}", answer) for question, answer in turns]
 
 
+def instruction_turns(kind: str, scene: Scene, vqa_rows: list[dict], rng: random.Random) -> list[tuple[str, str]]:
+    """(question, answer) turns of one item of `kind` about `scene` (`vqa_rows`: its VQA questions, for "vqa")."""
+    if kind == "text":
+        return _text_item(rng)
+    if kind == "conversation":
+        return _conversation(scene, rng)
+    if kind == "detail":
+        return [(rng.choice(DETAIL_PROMPTS), detailed_description(scene))]
+    if kind == "reasoning":
+        return _reasoning(scene, rng)
+    return _vqa_turns(scene, vqa_rows, rng)
+
+
 def build_mix(scenes: dict[int, Scene], vqa_by_image: dict[int, list[dict]], split: str, cfg: InstructMixConfig):
     rng = random.Random(f"{cfg.seed}-{split}-instruct")
     kinds = list(cfg.ratios)
@@ -211,20 +224,11 @@ def build_mix(scenes: dict[int, Scene], vqa_by_image: dict[int, list[dict]], spl
         kind = rng.choices(kinds, weights)[0]
         counts[kind] += 1
         scene, image = scenes[image_id], image_file("", split, image_id).name
-        if kind == "text":
-            items.append(_to_llava(f"text-{image_id}", None, _text_item(rng), rng))
-            continue
         if kind == "vqa" and not vqa_by_image.get(image_id):
             raise DataError(f"{split}: image {image_id} has no VQA question for a short-answer item")
-        if kind == "conversation":
-            turns = _conversation(scene, rng)
-        elif kind == "detail":
-            turns = [(rng.choice(DETAIL_PROMPTS), detailed_description(scene))]
-        elif kind == "reasoning":
-            turns = _reasoning(scene, rng)
-        else:
-            turns = _vqa_turns(scene, vqa_by_image[image_id], rng)
-        items.append(_to_llava(f"{kind}-{image_id}", image, turns, rng))
+        turns = instruction_turns(kind, scene, vqa_by_image.get(image_id, []), rng)
+        item_id, item_image = (f"text-{image_id}", None) if kind == "text" else (f"{kind}-{image_id}", image)
+        items.append(_to_llava(item_id, item_image, turns, rng))
     return items, counts
 
 

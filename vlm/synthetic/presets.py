@@ -11,9 +11,10 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHe
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from vlm.model.builder import build_vlm
-from vlm.model.chat_template import LLAVA_SYSTEM
+from vlm.model.chat_template import ASSISTANT_TAG, LLAVA_SYSTEM, USER_TAG
 from vlm.synthetic.base_model import load_base
-from vlm.synthetic.questions import conversation, sample_questions
+from vlm.synthetic.instruct_mix import KINDS, instruction_turns
+from vlm.synthetic.questions import sample_questions
 from vlm.synthetic.scenes import sample_scene
 
 EOS_TOKEN = "<|endoftext|>"
@@ -89,14 +90,19 @@ class TinyPreset(TinyShape):
 
 
 def synthetic_corpus(n_scenes: int, seed: int) -> list[str]:
-    """Text the tiny tokenizer is trained on: the questions, answers and conversations the generator writes."""
+    """Text the tiny tokenizer is trained on: what the demo's model reads, at the rate it reads it. Per scene, the
+    stage-1 questions and answers and one instruction item of every kind in the chat template's words (system prompt
+    and roles included, so that, as in GPT-2's vocabulary, they are a few tokens each, not one per letter)."""
     rng = random.Random(f"corpus-{seed}")
-    texts = [LLAVA_SYSTEM, "USER: ASSISTANT: Answer the question using a single word or phrase."]
+    texts = []
     for _ in range(n_scenes):
         scene = sample_scene(rng)
         questions = sample_questions(scene, rng, per_image=5)
         texts += [f"Q: {q.question} A: {q.answer}" for q in questions]
-        texts += [m["value"].replace("<image>", "") for m in conversation(scene, questions, rng)]
+        vqa_rows = [{"question": q.question, "multiple_choice_answer": q.answer} for q in questions]
+        for kind in KINDS:
+            turns = instruction_turns(kind, scene, vqa_rows, rng)
+            texts.append(" ".join([LLAVA_SYSTEM, *(f"{USER_TAG} {q} {ASSISTANT_TAG} {a}" for q, a in turns)]))
     return texts
 
 
