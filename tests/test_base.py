@@ -23,7 +23,7 @@ import yaml
 from vlm.cli import main
 from vlm.model.builder import load_vlm
 from vlm.synthetic.base_model import CARD, SHIPPED, WEIGHTS, check_base, sha256
-from vlm.synthetic.description_pretraining import description_accuracy
+from vlm.synthetic.description_pretraining import description_accuracy, object_order
 from vlm.synthetic.presets import TinyPreset, build_tiny_vlm
 from vlm.synthetic.probes import probe_accuracies, vlm_features
 from vlm.synthetic.scenes import sample_scene
@@ -106,7 +106,8 @@ def test_the_shipped_base_matches_its_card_sees_and_describes():
     # fresh scenes, another stream than the card's: describing whole scenes right is seeing every object
     rng = random.Random("test-shipped-base")
     scenes = [sample_scene(rng, 64) for _ in range(200)]
-    described = description_accuracy(model, processor, scenes)
+    order = object_order(card["description_pretraining"]["order"], "test-shipped-base-order")
+    described = description_accuracy(model, processor, scenes, order)
     recorded = card["description_pretraining"]["held_out_whole_descriptions"]
     assert described["held_out_whole_descriptions"] >= recorded - 0.1, (described, recorded)
 

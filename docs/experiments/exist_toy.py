@@ -5,10 +5,13 @@ Each scene of the synthetic generator becomes 16 patch tokens, each the sum of t
 and shape of the object centred in it (0 when none), followed by the question's 6 tokens; the answer is read at the
 last position. Tasks (`--task`, `+` mixes them evenly): exist (the demo's question family, its own yes/no and hard
 negatives), c1 ("is there a <colour> object?"), s1 (the same for a shape), col ("what colour is the <shape>?"),
-where (the patch of the named object). Accuracy is always on 1000 held-out exist questions.
+where (the patch of the named object), and desc-x / desc-random: the base's description stage in miniature, every
+object's colour, shape and patch written after the patches, left to right or in a random order (next-token loss on
+the whole description). Accuracy is always on 1000 held-out exist questions.
 
     python docs/experiments/exist_toy.py --task exist --steps 3000 [--init 0.1]
     python docs/experiments/exist_toy.py --task c1+s1 --steps 1000 --then exist --then_steps 2000
+    python docs/experiments/exist_toy.py --task desc-random --steps 2000 --then exist --then_steps 2000
 """
 
 import argparse
@@ -24,8 +27,9 @@ from vlm.synthetic.scenes import COLORS, SHAPES, sample_scene
 
 COLOURS, GRID = list(COLORS), 4
 # token ids: 1-6 colours, 7-10 shapes, 11-14 "is there a ?", 15/16 yes/no, 18 image, 19/20 "object"/"thing",
-# 21-24 "what colour where is", 25-40 the 16 patches
-YES, NO, IMAGE, ANY_COLOUR, ANY_SHAPE, PATCH0, VOCAB = 15, 16, 18, 19, 20, 25, 48
+# 21-24 "what colour where is", 25-40 the 16 patches, 41/42 start/end of a description
+YES, NO, IMAGE, ANY_COLOUR, ANY_SHAPE, PATCH0, DESCRIBE, END, VOCAB = 15, 16, 18, 19, 20, 25, 41, 42, 48
+DESCRIPTION_LENGTH = 2 + 3 * 4  # DESCRIBE, (colour, shape, patch) per object, END
 
 
 def patch_of(o) -> int:
@@ -59,6 +63,22 @@ def example(task: str, rng: random.Random):
     return colours, shapes, torch.tensor([*prefix, *words, 14]), answer
 
 
+def description(task: str, rng: random.Random):
+    """Patches and the description tokens (-100 past END) of a fresh scene, objects in x or random order."""
+    scene = sample_scene(rng)
+    colours, shapes = torch.zeros(GRID * GRID, dtype=torch.long), torch.zeros(GRID * GRID, dtype=torch.long)
+    for o in scene.objects:
+        colours[patch_of(o)], shapes[patch_of(o)] = 1 + COLOURS.index(o.color), 1 + SHAPES.index(o.shape)
+    objects = sorted(scene.objects, key=lambda o: o.x)
+    if task == "desc-random":
+        rng.shuffle(objects)
+    tokens = [DESCRIBE]
+    for o in objects:
+        tokens += [1 + COLOURS.index(o.color), 7 + SHAPES.index(o.shape), PATCH0 + patch_of(o)]
+    tokens = tokens + [END] + [-100] * (DESCRIPTION_LENGTH - len(tokens) - 1)
+    return colours, shapes, torch.tensor(tokens)
+
+
 def batch(tasks, n, rng):
     rows = [example(rng.choice(tasks), rng) for _ in range(n)]
     return [torch.stack([r[i] for r in rows]) for i in range(3)] + [torch.tensor([r[3] for r in rows])]
@@ -81,18 +101,29 @@ def main():
     embed = model.transformer.wte
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
 
-    def logits(colours, shapes, words):
+    def all_logits(colours, shapes, words):
         patches = embed(torch.full_like(colours, IMAGE))
         patches = patches + (colours > 0)[..., None] * embed(colours.clamp(min=1))
         patches = patches + (shapes > 0)[..., None] * embed(shapes + 6)
-        return model(inputs_embeds=torch.cat([patches, embed(words)], 1)).logits[:, -1]
+        return model(inputs_embeds=torch.cat([patches, embed(words.clamp(min=0))], 1)).logits
+
+    def logits(colours, shapes, words):
+        return all_logits(colours, shapes, words)[:, -1]
+
+    def description_loss(task):
+        colours, shapes, tokens = (torch.stack(x) for x in zip(*(description(task, rng) for _ in range(64))))
+        predicted = all_logits(colours, shapes, tokens)[:, GRID * GRID : -1]
+        return F.cross_entropy(predicted.transpose(1, 2), tokens[:, 1:], ignore_index=-100)
 
     held_out = batch(["exist"], 1000, random.Random(1))
     started = time.time()
     for step in range(1, args.steps + args.then_steps + 1):
         task = args.task if step <= args.steps else args.then
-        *inputs, answers = batch(task.split("+"), 64, rng)
-        loss = F.cross_entropy(logits(*inputs), answers)
+        if task.startswith("desc"):
+            loss = description_loss(task)
+        else:
+            *inputs, answers = batch(task.split("+"), 64, rng)
+            loss = F.cross_entropy(logits(*inputs), answers)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

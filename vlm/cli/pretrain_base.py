@@ -53,6 +53,14 @@ class PretrainBaseConfig(TinyShape):
     )
     describe_batch_size: int = field(default=64, metadata={"help": "Descriptions per step."})
     describe_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of that stage."})
+    describe_order: str = field(
+        default="random",
+        metadata={
+            "help": "Order of the objects in each description: random (finding each object's place takes matching "
+            "its colour and shape) or left-to-right.",
+            "choices": ["random", "left-to-right"],
+        },
+    )
     probe_train_scenes: int = field(default=2000, metadata={"help": "Scenes whose objects fit the linear probes."})
     probe_test_scenes: int = field(default=1000, metadata={"help": "Other scenes whose objects score the probes."})
 
@@ -103,6 +111,7 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
             batch_size=cfg.describe_batch_size,
             learning_rate=cfg.describe_learning_rate,
             seed=cfg.seed,
+            order=cfg.describe_order,
         )
     probes = _probe(vlm_features(model, processor), cfg)
     logger.info("probes on held-out objects: %s (random tower: %s)", probes, random_probes)
@@ -147,8 +156,9 @@ def model_card(card: dict) -> str:
     probes, tower, describing = card["probes"], card["tower_pretraining"], card["description_pretraining"]
     if describing:
         language = [
-            f"- language side: {describing['steps']} steps of {describing['batch_size']} descriptions from a pool of "
-            f"{describing['pool_scenes']} scenes, lr {describing['learning_rate']}, {describing['seconds']:.0f} s; "
+            f"- language side: {describing['steps']} steps of {describing['batch_size']} descriptions (objects in "
+            f"{describing['order']} order) from a pool of {describing['pool_scenes']} scenes, lr "
+            f"{describing['learning_rate']}, {describing['seconds']:.0f} s; "
             f"loss {describing['loss_curve'][0]['loss']} -> {describing['loss_curve'][-1]['loss']}; on "
             f"{describing['held_out_scenes']} held-out scenes {100 * describing['held_out_token_accuracy']:.1f} % of "
             f"the description tokens right (teacher-forced), "

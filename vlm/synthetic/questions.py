@@ -157,10 +157,14 @@ def where(o: SceneObject, image_size: int) -> str:
     return "in the center" if (horizontal, vertical) == ("middle", "center") else f"at the {vertical} {horizontal}"
 
 
-def describe(scene: Scene) -> str:
+def describe(scene: Scene, order: random.Random | None = None) -> str:
+    """The count, then each object's colour, shape and place: left to right, or in an order drawn from `order`."""
     n = len(scene.objects)
     parts = [f"There {'is one object' if n == 1 else f'are {NUMBER_WORDS[n]} objects'} in the image."]
-    for o in sorted(scene.objects, key=lambda o: o.x):
+    objects = sorted(scene.objects, key=lambda o: o.x)
+    if order is not None:
+        order.shuffle(objects)
+    for o in objects:
         parts.append(f"A {o.name} is {where(o, scene.image_size)}.")
     return " ".join(parts)
 
