@@ -62,7 +62,8 @@ def build_trainer(cfg: InstructConfig) -> tuple[SFTTrainer, dict]:
     trainer = sft_trainer(cfg, model, processor, train, evaluation, data_collator=ConversationCollator(processor))
     trainable, total = trainable_parameters(trainer.model)
     logger.info(
-        "training %.2fM of %.2fM parameters on %d answers in %d of %d conversations (%d answers past max_length dropped)",
+        "training %.2fM of %.2fM parameters on %d answers in %d of %d conversations "
+        "(%d answers past max_length dropped)",
         trainable / 1e6,
         total / 1e6,
         facts["train"]["answers"],

@@ -55,7 +55,8 @@ def instruct_rows(json_path, image_folder, processor, max_length: int | None, li
         rows, facts["dropped_turns"] = _fit(rows, processor, max_length)
         if facts["dropped_turns"]:
             logger.warning(
-                "%s: %d answers end past max_length %d (image tokens counted) and are dropped with the turns after them",
+                "%s: %d answers end past max_length %d (image tokens counted); they and the turns after them are "
+                "dropped",
                 json_path,
                 facts["dropped_turns"],
                 max_length,

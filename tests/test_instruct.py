@@ -8,17 +8,18 @@ system message replacing the default) and survives save -> load. With an image i
 of whole multi-turn conversations and a text-only one, trains exactly the answers + EOS found independently from
 prefix renderings (never system, user, image or padding tokens), every EOS trained, also with pad = EOS. A mixed
 batch (3 image rows, 2 text-only) has one `pixel_values` row per image, swapping two rows' images changes the
-embeddings exactly at those rows' `<image>` positions, permuting the images changes TRL's chunked loss, and an
-all-text batch has no `pixel_values` and a finite loss. One step leaves the vision tower unchanged and changes projector and LM. Eval's held-out perplexity equals
-exp(the trainer's eval loss) on the same conversations (1e-3). The mix holds the kinds, the suffix on every short
-item, and no image on both sides. `vlm-rlhf instruct` from a PPO checkpoint and from a stage-1 checkpoint lowers
-the held-out loss, reloads with the template and stops at EOS on every reply; a real 2-process `accelerate launch
--m sft.instruct` (world size 2) does the same. `assistant_only_loss: true` (flag or YAML), malformed JSON and a
-`max_length` nothing fits each give one clear error and write nothing; a conversation over `max_length` keeps the
-whole turns that fit, and the answers dropped are counted. A run killed after its step-2 checkpoint resumes to the same step count with the same start loss; a
-partial checkpoint (no RNG, scheduler or trainer state) beside a complete one is set aside on resume. With
-LoRA only the adapters and the projector train and the saved (merged) model has the tower of its start.
-`data instruct-mix` refuses unknown kinds and data without scenes, and writes one item per scene.
+embeddings exactly at those rows' `<image>` positions, permuting the images changes TRL's chunked loss, and an all-
+text batch has no `pixel_values` and a finite loss. One step leaves the vision tower unchanged and changes projector
+and LM. Eval's held-out perplexity equals exp(the trainer's eval loss) on the same conversations (1e-3). The mix
+holds the kinds, the suffix on every short item, and no image on both sides. `vlm-rlhf instruct` from a PPO
+checkpoint and from a stage-1 checkpoint lowers the held-out loss, reloads with the template and stops at EOS on
+every reply; a real 2-process `accelerate launch -m sft.instruct` (world size 2) does the same.
+`assistant_only_loss: true` (flag or YAML), malformed JSON and a `max_length` nothing fits each give one clear error
+and write nothing; a conversation over `max_length` keeps the whole turns that fit, and the answers dropped are
+counted. A run killed after its step-2 checkpoint resumes to the same step count with the same start loss; a partial
+checkpoint (no RNG, scheduler or trainer state) beside a complete one is set aside on resume. With LoRA only the
+adapters and the projector train and the saved (merged) model has the tower of its start. `data instruct-mix`
+refuses unknown kinds and data without scenes, and writes one item per scene.
 """
 
 from __future__ import annotations
