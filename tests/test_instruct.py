@@ -8,8 +8,8 @@ system message replacing the default) and survives save -> load. With an image i
 of whole multi-turn conversations and a text-only one, trains exactly the answers + EOS found independently from
 prefix renderings (never system, user, image or padding tokens), every EOS trained, also with pad = EOS. A mixed
 batch (3 image rows, 2 text-only) has one `pixel_values` row per image, swapping two rows' images changes the
-embeddings exactly at those rows' `<image>` positions, permuting the images changes TRL's chunked loss, and an all-
-text batch has no `pixel_values` and a finite loss. One step leaves the vision tower unchanged and changes projector
+embeddings exactly at those rows' `<image>` positions, permuting the images changes TRL's chunked loss, and an
+all-text batch has no `pixel_values` and a finite loss. One step leaves the vision tower unchanged and changes projector
 and LM. Eval's held-out perplexity equals exp(the trainer's eval loss) on the same conversations (1e-3). The mix
 holds the kinds, the suffix on every short item, and no image on both sides. `vlm-rlhf instruct` from a PPO
 checkpoint and from a stage-1 checkpoint lowers the held-out loss, reloads with the template and stops at EOS on
