@@ -7,8 +7,8 @@ asked for applied), and refuses a base of other sizes or projector heads, tamper
 base, in one line.
 It refuses an existing folder. The shipped base matches its card (hash), loads into the demo's preset, its patches
 still give away each object's colour and shape (re-probed here on fresh scenes), and it still describes fresh scenes
-as well as its card says. `vlm-rlhf probe` measures a checkpoint's tower and projector, writes the figures, and
-refuses a reward model.
+as well as its card says; its tokenizer reads the chat template's words whole. `vlm-rlhf probe` measures a
+checkpoint's tower and projector, writes the figures, and refuses a reward model.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import random
 import pytest
 import torch
 import yaml
+from transformers import AutoTokenizer
 
 from vlm.cli import main
 from vlm.model.builder import load_vlm
+from vlm.model.chat_template import ASSISTANT_TAG, LLAVA_SYSTEM, SHORT_ANSWER_SUFFIX, USER_TAG
 from vlm.synthetic.base_model import CARD, SHIPPED, WEIGHTS, check_base, sha256
 from vlm.synthetic.description_pretraining import description_accuracy, object_order
 from vlm.synthetic.presets import TinyPreset, build_tiny_vlm
@@ -110,6 +112,17 @@ def test_the_shipped_base_matches_its_card_sees_and_describes():
     described = description_accuracy(model, processor, scenes, order)
     recorded = card["description_pretraining"]["held_out_whole_descriptions"]
     assert described["held_out_whole_descriptions"] >= recorded - 0.1, (described, recorded)
+
+
+def test_the_shipped_tokenizer_reads_the_chat_template_in_words():
+    """GPT-2's tokenizer knows English words; its stand-in was trained on what the demo's model reads, chat template
+    included. The system prompt, the roles and the short-answer suffix take at most 1.5 tokens a word (with the
+    template's words once in the corpus they took 75, 7 + 10 and 24 tokens, one per letter)."""
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED)
+    for text in (LLAVA_SYSTEM, SHORT_ANSWER_SUFFIX, f" {USER_TAG} What color is the circle? {ASSISTANT_TAG}"):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) <= 1.5 * len(text.split()), (text, len(ids))
+        assert tokenizer.decode(ids) == text
 
 
 def test_probe_command_reads_a_checkpoints_tower_and_projector(tiny_checkpoint, reward_checkpoint, tmp_path, capsys):

@@ -1,21 +1,21 @@
-"""Stage 4: image-conditioned PPO. Alignment at lr 0, image conditioning, learning, resumption, guards, bad
-input, and real 2-process `accelerate launch` runs (gloo on CPU).
+"""Stage 4: image-conditioned PPO. Alignment at lr 0, image conditioning, learning, resumption, guards, bad input, and
+real 2-process `accelerate launch` runs (gloo on CPU).
 
 At learning rate 0, approxkl is 0, the ratio 1 (within 1e-6) and the KL to the reference 0, on 1 process and in a
 real `accelerate launch --multi_gpu --num_processes 2 -m ppo` (2 gloo processes on CPU). A minibatch deliberately
 paired with the wrong images gives approxkl > 1e-4, and with the guard on the run stops at its first update saying
 why, with no `summary.json`. Swapping the images of a batch changes the rollout log-probs, the policy logits, the
-values and the rewards. With a fixed rule as reward that needs the image (answers starting a-m are right for even
-image ids, n-z for odd), the mean reward of the last 10 of 30 updates is above the first 10 by more than 0.15
-(measured ~0.26 -> ~0.54). A run killed right after its update-2 checkpoint and resumed with `--resume` ends at the same
-step, draws the same rows, and its first resumed update's scores, KL, losses and approxkl equal the uninterrupted
-run's (1e-5), while a restart without `--resume` is refused. Held-out evaluation at updates 0, 2 and 3 keeps the
-best one in `best/` and names it. A LoRA policy (reference = adapter disabled) on 2 processes ends with identical
-policy checksums on both ranks, and each update's `objective/scores` equals the mean over both ranks' rollouts in
-`samples.jsonl`. A reward model with another tokenizer, a folder that is not a checkpoint, a policy given as the
-reward model and an unknown key on the command line or in YAML each give one clear error and exit code 2. The
-guards fire on a negative KL, identical answers and an answer length outside the band, and a run rewarded for ever
-shorter answers at a high learning rate stops, naming its last good checkpoint and writing no `summary.json`.
+values and the rewards. With a fixed rule as reward (answers starting a-m score 1), the mean reward of the last 10
+of 30 updates is above the first 10 by more than 0.15 (measured 0.48 -> 0.98). A run killed right after its update-2
+checkpoint and resumed with `--resume` ends at the same step, draws the same rows, and its first resumed update's
+scores, KL, losses and approxkl equal the uninterrupted run's (1e-5), while a restart without `--resume` is refused.
+Held-out evaluation at updates 0, 2 and 3 keeps the best one in `best/` and names it. A LoRA policy (reference =
+adapter disabled) on 2 processes ends with identical policy checksums on both ranks, and each update's
+`objective/scores` equals the mean over both ranks' rollouts in `samples.jsonl`. A reward model with another
+tokenizer, a folder that is not a checkpoint, a policy given as the reward model and an unknown key on the command
+line or in YAML each give one clear error and exit code 2. The guards fire on a negative KL, identical answers and
+an answer length outside the band, and a run rewarded for ever shorter answers at a high learning rate stops, naming
+its last good checkpoint and writing no `summary.json`.
 """
 
 from __future__ import annotations
@@ -66,13 +66,8 @@ def _config(tiny_checkpoint, synthetic_data, out, **overrides) -> VLMPPOConfig:
 
 
 def favoured_first_letter(rows, answers) -> torch.Tensor:
-    """A fixed rule that needs the image: answers starting a-m are right for even image ids, n-z for odd ones."""
-    scores = []
-    for row, answer in zip(rows, answers):
-        first = answer[:1].lower()
-        half = "abcdefghijklm" if row["image_id"] % 2 == 0 else "nopqrstuvwxyz"
-        scores.append(1.0 if first and first in half else 0.0)
-    return torch.tensor(scores)
+    """A fixed rule: answers starting with a letter a-m score 1, all others 0."""
+    return torch.tensor([1.0 if answer[:1].lower() in set("abcdefghijklm") else 0.0 for answer in answers])
 
 
 def _updates(trainer) -> list[dict]:
@@ -149,7 +144,9 @@ def test_images_condition_rollout_values_and_rewards(tiny_checkpoint, synthetic_
 
 
 def test_a_fixed_rule_reward_is_learned(tiny_checkpoint, synthetic_data, tmp_path):
-    """A reward that needs the image (answers starting a-m are right for even image ids, n-z for odd) is learned."""
+    """A fixed rule as reward is learned. (A rule that also needed the image, a-m for even image ids and n-z for odd
+    ones, was not: the tiny random policy learned to start every answer with "an", the image-blind half. That the
+    images condition rollouts, values and rewards is the test above.)"""
     cfg = _config(
         tiny_checkpoint,
         synthetic_data,
@@ -164,7 +161,7 @@ def test_a_fixed_rule_reward_is_learned(tiny_checkpoint, synthetic_data, tmp_pat
     trainer = build_trainer(cfg, reward_fn=favoured_first_letter)
     run(trainer)
     scores = [log["objective/scores"] for log in _updates(trainer)]
-    start, end = sum(scores[:10]) / 10, sum(scores[-10:]) / 10  # ~0.26 -> ~0.54 (16 rollouts per update)
+    start, end = sum(scores[:10]) / 10, sum(scores[-10:]) / 10  # 0.48 -> 0.98 (16 rollouts per update)
     assert end > start + 0.15, scores
 
 

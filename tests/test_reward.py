@@ -385,7 +385,8 @@ def test_gold_filtering_drops_a_careless_annotator(tiny_checkpoint, synthetic_da
         results[cfg.output_dir] = summary["held_out"]["truth"]
     assert summary["labels"]["gold_answers"] > 0 and summary["labels"]["min_gold_accuracy"] == 0.85
     without, with_filter = results[plain.output_dir], results[filtered.output_dir]
-    # Held-out agreement with the truth saturates on this rule (1.0 either way, measured); the labels' noise shows in
-    # how far apart and how well calibrated the scores are: measured gap 5.2 -> 8.7 logits, ECE 0.069 -> 0.013.
+    # The labels' noise shows in how far apart the scores of correct and incorrect answers are: measured 0.0 -> 7.9
+    # logits (on the noisy labels the model settles on one score for every answer, which is calibrated, ECE 0.005,
+    # and tells nothing apart; an earlier tokenizer gave 5.2 -> 8.7).
     assert with_filter["accuracy"] >= without["accuracy"]
-    assert with_filter["score_gap"] > without["score_gap"] + 1.0 and with_filter["ece"] < without["ece"]
+    assert with_filter["score_gap"] > without["score_gap"] + 1.0
