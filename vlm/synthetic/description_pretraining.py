@@ -9,9 +9,10 @@ A:`. Naming each object's colour and shape in place is what the VQA stage builds
 
 The objects come in a random order (`order: random`), not left to right. In order, each sentence can be read off
 the next object along x; in a random order, the place of "a red circle" can only be found by looking for the object
-that is both red and a circle, which is the comparison the yes/no questions need and which a randomly initialised LM
-does not find from them alone (docs/results.md, "a toy of the yes/no plateau": after 2000 steps of descriptions,
-exist questions are learned within 500 steps in random order and not at all left to right).
+that is both red and a circle, which is the comparison "is there a ..." needs and which a randomly initialised LM
+does not find from them alone. Measured (docs/results.md): in a toy, after 2000 steps of descriptions, 500 steps of
+exist questions reach 0.77 in random order and 0.53 left to right; in the demo, "is there a" leaves its prior after
+~1000 SFT steps from this base.
 
 Scenes come from their own random stream (never a dataset's images) and go through the dataset's JPEG round trip.
 The tower's features of the whole pool are computed once, so a step costs only the projector and the LM; the loop is
