@@ -34,14 +34,14 @@ def answer_ends(rows: Dataset, processor) -> list[list[int]]:
     return ends
 
 
-def _fit(rows: Dataset, processor, max_length: int) -> tuple[Dataset, int]:
-    """(rows cut to whole turns within max_length, conversations left empty removed; answers dropped)."""
-    kept, dropped = [], 0
-    for row, ends in zip(rows, answer_ends(rows, processor)):
-        fits = sum(end <= max_length for end in ends)  # the ends grow, so the fitting answers are the first ones
-        dropped += len(ends) - fits
-        if fits:
-            kept.append(dict(row, messages=row["messages"][: 2 * fits]))
+def _whole_turns_within(rows: Dataset, processor, max_length: int) -> tuple[Dataset, int]:
+    """(rows cut to whole turns within max_length, conversations left empty removed; answers dropped). Rows that
+    all fit are returned as they are."""
+    fitting = [sum(end <= max_length for end in ends) for ends in answer_ends(rows, processor)]  # ends grow
+    dropped = sum(len(m) // 2 for m in rows["messages"]) - sum(fitting)
+    if not dropped:
+        return rows, 0
+    kept = [dict(row, messages=row["messages"][: 2 * n]) for row, n in zip(rows, fitting) if n]
     return (Dataset.from_list(kept) if kept else rows.select([])), dropped
 
 
@@ -52,7 +52,7 @@ def instruct_rows(json_path, image_folder, processor, max_length: int | None, li
     rows = conversation_rows(conversations)
     facts = {"conversations": len(conversations), "rows": len(rows), "dropped_turns": 0}
     if max_length is not None and len(rows):
-        rows, facts["dropped_turns"] = _fit(rows, processor, max_length)
+        rows, facts["dropped_turns"] = _whole_turns_within(rows, processor, max_length)
         if facts["dropped_turns"]:
             logger.warning(
                 "%s: %d answers end past max_length %d (image tokens counted); they and the turns after them are "

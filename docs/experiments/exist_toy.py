@@ -36,11 +36,17 @@ def patch_of(o) -> int:
     return min(o.y // 16, GRID - 1) * GRID + min(o.x // 16, GRID - 1)
 
 
-def example(task: str, rng: random.Random):
-    scene = sample_scene(rng)
+def patch_tokens(scene):
+    """Colour and shape ids (0 = none) of the object centred in each of the 16 patches."""
     colours, shapes = torch.zeros(GRID * GRID, dtype=torch.long), torch.zeros(GRID * GRID, dtype=torch.long)
     for o in scene.objects:
         colours[patch_of(o)], shapes[patch_of(o)] = 1 + COLOURS.index(o.color), 1 + SHAPES.index(o.shape)
+    return colours, shapes
+
+
+def example(task: str, rng: random.Random):
+    scene = sample_scene(rng)
+    colours, shapes = patch_tokens(scene)
     if task == "exist":
         q = exist_question(scene, rng)
         colour, shape = q.question[:-1].split()[-2:]
@@ -66,9 +72,7 @@ def example(task: str, rng: random.Random):
 def description(task: str, rng: random.Random):
     """Patches and the description tokens (-100 past END) of a fresh scene, objects in x or random order."""
     scene = sample_scene(rng)
-    colours, shapes = torch.zeros(GRID * GRID, dtype=torch.long), torch.zeros(GRID * GRID, dtype=torch.long)
-    for o in scene.objects:
-        colours[patch_of(o)], shapes[patch_of(o)] = 1 + COLOURS.index(o.color), 1 + SHAPES.index(o.shape)
+    colours, shapes = patch_tokens(scene)
     objects = sorted(scene.objects, key=lambda o: o.x)
     if task == "desc-random":
         rng.shuffle(objects)

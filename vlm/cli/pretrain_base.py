@@ -30,7 +30,7 @@ from vlm.config_parsing import parse_config, record_config, resolved_config
 from vlm.io import atomic_write_json, atomic_write_text
 from vlm.model.builder import save_vlm
 from vlm.synthetic.base_model import CARD, WEIGHTS, sha256
-from vlm.synthetic.description_pretraining import pretrain_on_descriptions
+from vlm.synthetic.description_pretraining import ORDERS, pretrain_on_descriptions
 from vlm.synthetic.presets import TinyShape, build_tiny_vlm
 from vlm.synthetic.probes import probe_accuracies, tower_features, vlm_features
 from vlm.synthetic.tower_pretraining import pretrain_vision_tower
@@ -58,7 +58,7 @@ class PretrainBaseConfig(TinyShape):
         metadata={
             "help": "Order of the objects in each description: random (finding each object's place takes matching "
             "its colour and shape) or left-to-right.",
-            "choices": ["random", "left-to-right"],
+            "choices": list(ORDERS),
         },
     )
     probe_train_scenes: int = field(default=2000, metadata={"help": "Scenes whose objects fit the linear probes."})
