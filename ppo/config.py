@@ -10,6 +10,7 @@ from trl.experimental.ppo import PPOConfig
 from vlm.training.stage_config import StageConfig
 
 BEST_METRICS = ("vqa_accuracy", "reward", "rlhf_reward")
+ADVANTAGE_ESTIMATORS = ("gae", "rloo")
 
 
 @dataclass
@@ -56,6 +57,18 @@ class VLMPPOConfig(StageConfig, PPOConfig):
     collapse_length_factor: float = field(
         default=3.0, metadata={"help": "Stop when mean answer length leaves [start/f, start*f] tokens."}
     )
+    num_generations: int = field(
+        default=1,
+        metadata={"help": "Answers sampled per prompt in an update (TRL's RLOO/GRPO name); they sit side by side."},
+    )
+    advantage_estimator: str = field(
+        default="gae",
+        metadata={
+            "help": "gae: the value model's GAE (TRL's PPO); rloo: each answer's KL-penalised score minus the mean "
+            "of the other answers to its prompt (TRL's RLOO; needs num_generations >= 2; the value model is unused).",
+            "choices": list(ADVANTAGE_ESTIMATORS),
+        },
+    )
     sample_every: int = field(default=10, metadata={"help": "Log a table of sampled answers every N updates."})
     best_metric: str = field(
         default="vqa_accuracy",
@@ -66,6 +79,14 @@ class VLMPPOConfig(StageConfig, PPOConfig):
     def __post_init__(self):
         if self.best_metric not in BEST_METRICS:
             raise ValueError(f"best_metric must be one of {BEST_METRICS}, got {self.best_metric!r}")
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(
+                f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {self.advantage_estimator!r}"
+            )
+        if self.advantage_estimator == "rloo" and self.num_generations < 2:
+            raise ValueError("advantage_estimator rloo needs num_generations >= 2 (its baseline is the other answers)")
+        if self.num_generations < 1:
+            raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
         if self.vision_inputs not in ("features", "pixels"):
             raise ValueError(f"vision_inputs must be features or pixels, got {self.vision_inputs!r}")
         if self.num_mini_batches != 1:

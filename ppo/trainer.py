@@ -6,7 +6,8 @@ Accelerator, DeepSpeed preparation of the reference and reward models, callbacks
 with no place to pass images, so the loop below is written anew following TRL's algorithm (trl 1.12,
 trl/experimental/ppo/ppo_trainer.py `PPOTrainer.train`): rollout with the sampling log-probs, reference
 log-probs, values and scores; the missing-EOS penalty; per-token KL penalty (k1 or k3) with the score added after
-the last token; optional reward whitening; GAE; whitened advantages; `num_ppo_epochs` shuffled passes with the
+the last token; optional reward whitening; GAE, or with `advantage_estimator: rloo` RLOO's group baseline
+(ppo/advantages.py); whitened advantages; `num_ppo_epochs` shuffled passes with the
 clipped policy and value losses; TRL's metric names. What it adds: the image of each row travels with it
 (`image_idx` into the trainer's image store, sliced with every minibatch), an optional ground-truth bonus, guards,
 checkpoints that resume (`accelerator.save_state`; on disk: ppo/checkpoints.py), held-out evaluation and the best
@@ -30,12 +31,13 @@ from accelerate.utils import gather_object
 from transformers import DataCollatorWithPadding, GenerationConfig
 from transformers.integrations import TensorBoardCallback
 from trl.experimental.ppo import PPOTrainer
-from trl.experimental.ppo.ppo_trainer import INVALID_LOGPROB, masked_mean, masked_whiten, truncate_response
+from trl.experimental.ppo.ppo_trainer import INVALID_LOGPROB, masked_mean, truncate_response
 from trl.experimental.utils import first_true_indices
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import selective_log_softmax
 
 from ppo import checkpoints
+from ppo.advantages import gae, leave_one_out
 from ppo.config import VLMPPOConfig
 from ppo.data import ImageStore, RolloutOrder, left_pad
 from ppo.guards import TrainingStopped, collapse_problem, kl_problem, ratio_problem
@@ -100,6 +102,12 @@ class VLMPPOTrainer(PPOTrainer):
         self.reward_fn, self.evaluator = reward_fn, evaluator
         self.pad_id = tokenizer.pad_token_id
         self.order = RolloutOrder(len(prompts), args.seed)
+        if args.local_batch_size % args.num_generations:
+            raise ValueError(
+                f"num_generations ({args.num_generations}) must divide the rollouts per process "
+                f"(per_device_train_batch_size x gradient_accumulation_steps = {args.local_batch_size})"
+            )
+        self.local_prompts = args.local_batch_size // args.num_generations
         self.start_length: float | None = None  # mean answer tokens of the starting policy (collapse guard)
         self.best: dict | None = None
         self.rows_by_update: dict[int, list[int]] = {}  # this rank's dataset rows per update (tests, resumption)
@@ -182,7 +190,10 @@ class VLMPPOTrainer(PPOTrainer):
                 ref = forward(self.ref_model or self.policy(), qr, img, self.pad_id)
             ref_logits = ref.logits[:, ctx - 1 : -1].float() / (args.temperature + 1e-7)
             ref_logprobs.append(selective_log_softmax(ref_logits, qr[:, ctx:]))
-            values.append(scalar_head(value_model, qr, img, self.pad_id)[:, ctx - 1 : -1].float())
+            if args.advantage_estimator == "gae":  # RLOO's baseline is the other answers, not a value model
+                values.append(scalar_head(value_model, qr, img, self.pad_id)[:, ctx - 1 : -1].float())
+            else:
+                values.append(torch.zeros_like(ref_logprobs[-1]))
         ref_logprobs, values = torch.cat(ref_logprobs), torch.cat(values)
 
         post = truncate_response(self.stop_token_id, self.pad_id, responses)
@@ -203,20 +214,20 @@ class VLMPPOTrainer(PPOTrainer):
         logr = ref_logprobs - logprobs
         kl = -logr if args.kl_estimator == "k1" else logr.exp() - 1 - logr
         non_score_reward = -args.kl_coef * kl
-        rewards = non_score_reward.clone()
-        end = torch.where(sequence_lengths + 1 < rewards.shape[1], sequence_lengths + 1, sequence_lengths)
-        rewards[torch.arange(rewards.shape[0], device=device), end] += scores
-        if args.whiten_rewards:
-            rewards = masked_whiten(rewards, ~padding_mask_p1, shift_mean=False).masked_fill(padding_mask_p1, 0)
-        advantages = torch.zeros_like(rewards)
-        last_gae = 0.0
-        for t in reversed(range(rewards.shape[1])):
-            next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else 0.0
-            delta = rewards[:, t] + args.gamma * next_value - values[:, t]
-            last_gae = delta + args.gamma * args.lam * last_gae
-            advantages[:, t] = last_gae
-        returns = advantages + values
-        advantages = masked_whiten(advantages, ~padding_mask).masked_fill(padding_mask, 0)
+        if args.advantage_estimator == "rloo":
+            advantages, returns = leave_one_out(non_score_reward, scores, padding_mask, args.num_generations)
+        else:
+            advantages, returns = gae(
+                non_score_reward,
+                scores,
+                values,
+                sequence_lengths,
+                padding_mask,
+                padding_mask_p1,
+                args.gamma,
+                args.lam,
+                args.whiten_rewards,
+            )
         return {
             "rows": rows,
             "queries": queries,
@@ -280,7 +291,8 @@ class VLMPPOTrainer(PPOTrainer):
                         -advantages * torch.clamp(ratio, 1.0 - args.cliprange, 1.0 + args.cliprange),
                     )
                     pg_loss = masked_mean(torch.max(*pg_losses), ~pad_mask)
-                    acc.backward(pg_loss + args.vf_coef * vf_loss)
+                    vf_coef = args.vf_coef if args.advantage_estimator == "gae" else 0.0
+                    acc.backward(pg_loss + vf_coef * vf_loss)
                     self.optimizer.step()
                     self.optimizer.zero_grad()
                     with torch.no_grad():
@@ -443,7 +455,8 @@ class VLMPPOTrainer(PPOTrainer):
             seed = args.seed + 100003 * acc.process_index + 7919 * update
             torch.manual_seed(seed)
             rng = np.random.default_rng(seed)
-            rows = self.order.rows(update, args.local_batch_size, acc.process_index, acc.num_processes)
+            prompts = self.order.rows(update, self.local_prompts, acc.process_index, acc.num_processes)
+            rows = [r for r in prompts for _ in range(args.num_generations)]  # each prompt's answers side by side
             self.rows_by_update[update + 1] = rows
             self.state.episode += args.batch_size
             batch = self.rollout(rows)

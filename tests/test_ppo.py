@@ -6,7 +6,8 @@ real `accelerate launch --multi_gpu --num_processes 2 -m ppo` (2 gloo processes 
 paired with the wrong images gives approxkl > 1e-4, and with the guard on the run stops at its first update saying
 why, with no `summary.json`. Swapping the images of a batch changes the rollout log-probs, the policy logits, the
 values and the rewards. With a fixed rule as reward (answers starting a-m score 1), the mean reward of the last 10
-of 30 updates is above the first 10 by more than 0.15 (measured 0.48 -> 0.98). A run killed right after its update-2
+of 30 updates is above the first 10 by more than 0.15 (measured 0.48 -> 0.98), with GAE and with RLOO's group
+baseline, whose advantages are checked on hand-made scores. A run killed right after its update-2
 checkpoint and resumed with `--resume` ends at the same step, draws the same rows, and its first resumed update's
 scores, KL, losses and approxkl equal the uninterrupted run's (1e-5), while a restart without `--resume` is refused.
 Held-out evaluation at updates 0, 2 and 3 keeps the best one in `best/` and names it. A LoRA policy (reference =
@@ -29,6 +30,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from ppo.advantages import leave_one_out
 from ppo.config import VLMPPOConfig
 from ppo.guards import TrainingStopped
 from ppo.model_calls import forward as policy_forward
@@ -143,8 +145,10 @@ def test_images_condition_rollout_values_and_rewards(tiny_checkpoint, synthetic_
         assert not torch.allclose(rewards, last_token_score(trainer.reward_model, qr, swapped, pad, ctx))
 
 
-def test_a_fixed_rule_reward_is_learned(tiny_checkpoint, synthetic_data, tmp_path):
-    """A fixed rule as reward is learned. (A rule that also needed the image, a-m for even image ids and n-z for odd
+@pytest.mark.parametrize("estimator", ["gae", "rloo"])
+def test_a_fixed_rule_reward_is_learned(tiny_checkpoint, synthetic_data, tmp_path, estimator):
+    """A fixed rule as reward is learned, with the value model's GAE and with RLOO's group baseline (4 answers per
+    prompt, side by side in the rollout). (A rule that also needed the image, a-m for even image ids and n-z for odd
     ones, was not: the tiny random policy learned to start every answer with "an", the image-blind half. That the
     images condition rollouts, values and rewards is the test above.)"""
     cfg = _config(
@@ -157,12 +161,45 @@ def test_a_fixed_rule_reward_is_learned(tiny_checkpoint, synthetic_data, tmp_pat
         num_ppo_epochs=4,
         kl_coef=0.0,
         collapse_length_factor=100.0,
+        advantage_estimator=estimator,
+        num_generations=4 if estimator == "rloo" else 1,
     )
     trainer = build_trainer(cfg, reward_fn=favoured_first_letter)
     run(trainer)
     scores = [log["objective/scores"] for log in _updates(trainer)]
-    start, end = sum(scores[:10]) / 10, sum(scores[-10:]) / 10  # 0.48 -> 0.98 (16 rollouts per update)
+    start, end = sum(scores[:10]) / 10, sum(scores[-10:]) / 10  # gae 0.48 -> 0.98 (16 rollouts per update)
     assert end > start + 0.15, scores
+    rows = trainer.rows_by_update[1]
+    prompts = rows[:: cfg.num_generations]
+    assert rows == [r for r in prompts for _ in range(cfg.num_generations)] and len(set(prompts)) == len(prompts)
+
+
+def test_leave_one_out_advantages_rank_answers_within_their_prompt():
+    """RLOO's advantage: each answer's score minus the mean of the other answers to its prompt, the same on every
+    token of the answer, 0 on padding; a KL penalty lowers it; a prompt whose answers all score alike gets one
+    value for all of them, whatever its scores' level."""
+    scores = torch.tensor([1.0, 0.0, 0.0, 0.0, 5.0, 5.0, 5.0, 5.0])
+    padding = torch.zeros(8, 3, dtype=torch.bool)
+    padding[:, 2] = True  # answers of 2 tokens
+    penalty = torch.zeros(8, 3)
+    advantages, returns = leave_one_out(penalty, scores, padding, num_generations=4)
+    assert torch.all(advantages[:, 2] == 0) and torch.all(advantages[:, 0] == advantages[:, 1])
+    first = advantages[:4, 0]
+    assert first[0] > 0 > first[1] and torch.allclose(first[1:], first[1:2].expand(3))
+    assert torch.allclose(advantages[4:, 0], advantages[4:5, 0].expand(4))  # same scores, same advantage
+    assert first[0] - first[1] > advantages[4, 0] - advantages[5, 0]
+    assert torch.all(returns == 0)
+    penalty[1, :2] = -0.5  # KL penalty on answer 2 of prompt 1
+    penalised, _ = leave_one_out(penalty, scores, padding, num_generations=4)
+    assert penalised[1, 0] < penalised[2, 0]
+
+
+def test_rloo_settings_are_checked(tiny_checkpoint, synthetic_data, tmp_path):
+    with pytest.raises(ValueError, match="num_generations >= 2"):
+        _config(tiny_checkpoint, synthetic_data, tmp_path / "a", advantage_estimator="rloo")
+    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "b", advantage_estimator="rloo", num_generations=3)
+    with pytest.raises(ValueError, match="must divide the rollouts per process"):
+        build_trainer(cfg, reward_fn=favoured_first_letter)
 
 
 class KillAfterFirstCheckpoint(TrainerCallback):

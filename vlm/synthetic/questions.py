@@ -83,7 +83,7 @@ def exist_question(scene: Scene, rng: random.Random) -> SyntheticQuestion:
     return SyntheticQuestion("exist", f"Is there a {color} {shape}?", answer, "is there a", "yes/no", wrong)
 
 
-def _position_question(scene: Scene, rng: random.Random) -> SyntheticQuestion | None:
+def position_question(scene: Scene, rng: random.Random) -> SyntheticQuestion | None:
     pairs = [(a, b) for a in scene.objects for b in scene.objects if a is not b and abs(a.x - b.x) >= 6]
     if not pairs:
         return None
@@ -101,7 +101,7 @@ _FAMILY_FNS = {
     "shape": _shape_question,
     "count": _count_question,
     "exist": exist_question,
-    "position": _position_question,
+    "position": position_question,
 }
 
 
