@@ -29,6 +29,7 @@ import sys
 import pytest
 import torch
 from transformers import TrainerCallback
+from trl.experimental.ppo.ppo_trainer import masked_whiten
 
 from ppo.advantages import leave_one_out
 from ppo.config import VLMPPOConfig
@@ -187,7 +188,9 @@ def test_leave_one_out_advantages_rank_answers_within_their_prompt():
     first = advantages[:4, 0]
     assert first[0] > 0 > first[1] and torch.allclose(first[1:], first[1:2].expand(3))
     assert torch.allclose(advantages[4:, 0], advantages[4:5, 0].expand(4))  # same scores, same advantage
-    assert first[0] - first[1] > advantages[4, 0] - advantages[5, 0]
+    # before whitening over the batch: 1 - 0 for the right answer, 0 - 1/3 for the others, 5 - 5 for the second prompt
+    raw = torch.tensor([1.0, -1 / 3, -1 / 3, -1 / 3, 0.0, 0.0, 0.0, 0.0])[:, None].expand(8, 3)
+    assert torch.allclose(advantages, masked_whiten(raw, ~padding).masked_fill(padding, 0), atol=1e-6)
     assert torch.all(returns == 0)
     penalty[1, :2] = -0.5  # KL penalty on answer 2 of prompt 1
     penalised, _ = leave_one_out(penalty, scores, padding, num_generations=4)
