@@ -192,9 +192,8 @@ class VLMPPOTrainer(PPOTrainer):
             ref_logprobs.append(selective_log_softmax(ref_logits, qr[:, ctx:]))
             if args.advantage_estimator == "gae":  # RLOO's baseline is the other answers, not a value model
                 values.append(scalar_head(value_model, qr, img, self.pad_id)[:, ctx - 1 : -1].float())
-            else:
-                values.append(torch.zeros_like(ref_logprobs[-1]))
-        ref_logprobs, values = torch.cat(ref_logprobs), torch.cat(values)
+        ref_logprobs = torch.cat(ref_logprobs)
+        values = torch.cat(values) if values else torch.zeros_like(ref_logprobs)
 
         post = truncate_response(self.stop_token_id, self.pad_id, responses)
         sequence_lengths = first_true_indices(post == self.pad_id) - 1
@@ -252,6 +251,7 @@ class VLMPPOTrainer(PPOTrainer):
         """`num_ppo_epochs` shuffled passes over the rollout in micro-batches (TRL's update phase, one minibatch)."""
         args, acc, model = self.args, self.accelerator, self.model
         ctx = batch["queries"].shape[1]
+        vf_coef = args.vf_coef if args.advantage_estimator == "gae" else 0.0  # RLOO trains no value model
         shape = (args.num_ppo_epochs, args.gradient_accumulation_steps)
         stats = {
             k: torch.zeros(shape, device=acc.device)
@@ -291,7 +291,6 @@ class VLMPPOTrainer(PPOTrainer):
                         -advantages * torch.clamp(ratio, 1.0 - args.cliprange, 1.0 + args.cliprange),
                     )
                     pg_loss = masked_mean(torch.max(*pg_losses), ~pad_mask)
-                    vf_coef = args.vf_coef if args.advantage_estimator == "gae" else 0.0
                     acc.backward(pg_loss + vf_coef * vf_loss)
                     self.optimizer.step()
                     self.optimizer.zero_grad()

@@ -37,8 +37,9 @@ def answer_ends(rows: Dataset, processor) -> list[list[int]]:
 def _whole_turns_within(rows: Dataset, processor, max_length: int) -> tuple[Dataset, int]:
     """(rows cut to whole turns within max_length, conversations left empty removed; answers dropped). Rows that
     all fit are returned as they are."""
-    fitting = [sum(end <= max_length for end in ends) for ends in answer_ends(rows, processor)]  # ends grow
-    dropped = sum(len(m) // 2 for m in rows["messages"]) - sum(fitting)
+    ends = answer_ends(rows, processor)
+    fitting = [sum(end <= max_length for end in row_ends) for row_ends in ends]  # ends grow: the first ones fit
+    dropped = sum(map(len, ends)) - sum(fitting)
     if not dropped:
         return rows, 0
     kept = [dict(row, messages=row["messages"][: 2 * n]) for row, n in zip(rows, fitting) if n]

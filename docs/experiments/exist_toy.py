@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from vlm.synthetic.questions import exist_question, position_question
+from vlm.synthetic.questions import clearly_apart, exist_question, position_question
 from vlm.synthetic.scenes import COLORS, SHAPES, sample_scene
 
 COLOURS, GRID = list(COLORS), 4
@@ -65,7 +65,7 @@ def example(task: str, rng: random.Random):
     if task == "exist":
         q = exist_question(scene, rng)
         colour, shape = q.question[:-1].split()[-2:]
-        words, answer = (1 + COLOURS.index(colour), 7 + SHAPES.index(shape)), YES if q.answer == "yes" else NO
+        words, answer = object_ids(colour, shape), YES if q.answer == "yes" else NO
     elif task == "c1":
         colour = rng.choice(COLOURS)
         words = (1 + COLOURS.index(colour), ANY_SHAPE)
@@ -95,7 +95,7 @@ def example(task: str, rng: random.Random):
         return colours, shapes, torch.tensor([11, *words, 14]), YES if o.x < 32 else NO
     else:  # where
         o = rng.choice(scene.objects)
-        words, answer = (1 + COLOURS.index(o.color), 7 + SHAPES.index(o.shape)), PATCH0 + patch_of(o)
+        words, answer = object_ids(o.color, o.shape), PATCH0 + patch_of(o)
     prefix = {"col": (21, 22, 13), "where": (23, 24, 13)}.get(task, (11, 12, 13))
     return colours, shapes, torch.tensor([*prefix, *words, 14]), answer
 
@@ -109,8 +109,8 @@ def description(task: str, rng: random.Random):
         rng.shuffle(objects)
     tokens = [DESCRIBE]
     for o in objects:
-        tokens += [1 + COLOURS.index(o.color), 7 + SHAPES.index(o.shape), PATCH0 + patch_of(o)]
-    pairs = [(a, b) for a in objects for b in objects if abs(a.x - b.x) >= 6]
+        tokens += [*object_ids(o.color, o.shape), PATCH0 + patch_of(o)]
+    pairs = clearly_apart(objects)
     if task == "desc-rel" and pairs:  # one true relation between two objects clearly apart, as the questions ask
         a, b = rng.choice(pairs)
         tokens += [*object_ids(a.color, a.shape), LEFT if a.x < b.x else RIGHT, *object_ids(b.color, b.shape)]

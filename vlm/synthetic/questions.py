@@ -83,8 +83,13 @@ def exist_question(scene: Scene, rng: random.Random) -> SyntheticQuestion:
     return SyntheticQuestion("exist", f"Is there a {color} {shape}?", answer, "is there a", "yes/no", wrong)
 
 
+def clearly_apart(objects) -> list[tuple[SceneObject, SceneObject]]:
+    """Ordered pairs of objects whose centres lie at least 6 px apart along x: which is left is then plain to see."""
+    return [(a, b) for a in objects for b in objects if abs(a.x - b.x) >= 6]
+
+
 def position_question(scene: Scene, rng: random.Random) -> SyntheticQuestion | None:
-    pairs = [(a, b) for a in scene.objects for b in scene.objects if a is not b and abs(a.x - b.x) >= 6]
+    pairs = clearly_apart(scene.objects)
     if not pairs:
         return None
     a, b = rng.choice(pairs)
