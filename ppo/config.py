@@ -11,6 +11,7 @@ from vlm.training.stage_config import StageConfig
 
 BEST_METRICS = ("vqa_accuracy", "reward", "rlhf_reward")
 ADVANTAGE_ESTIMATORS = ("gae", "rloo")
+REWARD_CHECKS = ("refuse", "warn", "off")
 
 
 @dataclass
@@ -69,6 +70,17 @@ class VLMPPOConfig(StageConfig, PPOConfig):
             "choices": list(ADVANTAGE_ESTIMATORS),
         },
     )
+    reward_check: str = field(
+        default="refuse",
+        metadata={
+            "help": "Before training, the reward model picks the best of reward_check_samples answers sampled "
+            "(at `temperature`) for reward_check_questions training prompts with known answers: refuse or warn "
+            "when that pick's VQA accuracy is below greedy decoding's (it would teach the policy to be worse); off.",
+            "choices": list(REWARD_CHECKS),
+        },
+    )
+    reward_check_questions: int = field(default=200, metadata={"help": "Training prompts the reward check uses."})
+    reward_check_samples: int = field(default=8, metadata={"help": "Answers sampled per prompt in the check."})
     sample_every: int = field(default=10, metadata={"help": "Log a table of sampled answers every N updates."})
     best_metric: str = field(
         default="vqa_accuracy",
@@ -85,6 +97,8 @@ class VLMPPOConfig(StageConfig, PPOConfig):
             )
         if self.advantage_estimator == "rloo" and self.num_generations < 2:
             raise ValueError("advantage_estimator rloo needs num_generations >= 2 (its baseline is the other answers)")
+        if self.reward_check not in REWARD_CHECKS:
+            raise ValueError(f"reward_check must be one of {REWARD_CHECKS}, got {self.reward_check!r}")
         if self.num_generations < 1:
             raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
         if self.vision_inputs not in ("features", "pixels"):

@@ -51,9 +51,11 @@ class HeldOutEvaluation:
         accuracy = [vqa_accuracy(a, human) for a, human in zip(answers, rows["answers"])]
         unique = gather_by_row(index, list(zip(accuracy, rewards.tolist(), kl.tolist())))
         values = torch.tensor(list(unique.values()), dtype=torch.float64)
+        reward, kl = values[:, 1].mean().item(), values[:, 2].mean().item()
         return {
             "vqa_accuracy": values[:, 0].mean().item(),
-            "reward": values[:, 1].mean().item(),
-            "kl": values[:, 2].mean().item(),
+            "reward": reward,
+            "kl": kl,
+            "rlhf_reward": reward - trainer.args.kl_coef * kl,  # TRL's objective/rlhf_reward: score - kl_coef * KL
             "questions": len(unique),
         }

@@ -88,3 +88,27 @@ def last_token_score(model, query_responses, images, pad_id: int, context_length
     per_token = scalar_head(model, query_responses, images, pad_id)
     last = first_true_indices(query_responses[:, context_length:] == pad_id) - 1 + context_length
     return per_token[torch.arange(per_token.shape[0], device=per_token.device), last]
+
+
+def answer_likelihood_score(model, query_responses, images, pad_id: int, eos_id: int, context_length: int):
+    """A `VLMForAnswerLikelihood` reward on rollouts: its logit over the response's tokens up to and with the EOS,
+    as `vlm.model.reward_scoring.reward_inputs` marks them in training (a row cut without EOS: all its tokens)."""
+    mask, positions = attention_and_positions(query_responses, pad_id)
+    response = query_responses[:, context_length:]
+    length = first_true_indices(response == pad_id)  # tokens before the padding
+    steps = torch.arange(response.shape[1], device=response.device)
+    in_answer = steps < length[:, None]
+    if pad_id == eos_id:  # the EOS reads as padding: count it too
+        in_answer |= steps == length[:, None]
+    answer_mask = torch.cat([torch.zeros_like(query_responses[:, :context_length]), in_answer.long()], 1)
+    out = model(
+        input_ids=query_responses, attention_mask=mask, position_ids=positions, answer_mask=answer_mask, **images
+    )
+    return out.logits[:, 0]
+
+
+def reward_score(model, query_responses, images, pad_id: int, eos_id: int, context_length: int) -> torch.Tensor:
+    """The reward model's score of each rollout, read the way that model was trained to be read."""
+    if hasattr(model, "answer_log_likelihood"):  # VLMForAnswerLikelihood (duck-typed: it may come wrapped)
+        return answer_likelihood_score(model, query_responses, images, pad_id, eos_id, context_length)
+    return last_token_score(model, query_responses, images, pad_id, context_length)

@@ -21,12 +21,15 @@ from ppo.config import VLMPPOConfig
 from ppo.data import feature_store, pixel_store, prompt_dataset
 from ppo.guards import TrainingStopped
 from ppo.held_out_eval import HeldOutEvaluation
+from ppo.monitor import PLOT, plot_reward_and_truth
+from ppo.reward_check import check_reward_model
 from ppo.trainer import VLMPPOTrainer
 from vlm.config_parsing import parse_config, record_config
 from vlm.data.vqa import load_vqa
 from vlm.io import atomic_write_json
 from vlm.model.builder import check_checkpoint, load_vlm
 from vlm.model.modeling_vlm import VLMForSequenceClassification
+from vlm.model.reward_scoring import reward_model_class
 from vlm.training.adaptation import language_model_lora, trainable_parameters
 from vlm.training.feature_bank import vision_fingerprint
 from vlm.training.resume import SUMMARY, refuse_if_complete
@@ -55,7 +58,8 @@ def load_scorer(path: str, role: str, policy_processor) -> tuple[VLMForSequenceC
             f"{processor.num_image_tokens}, the policy as {policy_processor.image_token!r} (id "
             f"{policy_processor.image_token_id}) x {policy_processor.num_image_tokens}"
         )
-    model = VLMForSequenceClassification.from_pretrained(path)
+    model_class = reward_model_class(path) if role == "reward model" else VLMForSequenceClassification
+    model = model_class.from_pretrained(path)
     if model.config.num_labels != 1:
         raise ValueError(f"the {role} {path} has {model.config.num_labels} outputs; PPO needs one")
     return model, processor
@@ -138,6 +142,7 @@ def build_trainer(cfg: VLMPPOConfig, reward_fn=None, trainer_class=VLMPPOTrainer
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    trainer.reward_check = check_reward_model(trainer, processor)
     trainable, total = trainable_parameters(trainer.model)
     logger.info(
         "PPO: %d prompts, %d updates of %d rollouts on %d process(es); training %.2fM of %.2fM parameters",
@@ -171,6 +176,8 @@ def run(trainer: VLMPPOTrainer) -> Path:
     checksums = gather_object([policy_checksum(trainer)])
     trainer.save_policy(out, replace=False)  # beside checkpoints and best/; summary.json marks it complete
     if acc.is_main_process:
+        title = f"PPO {out.name}: the reward model's score and the truth, per update"
+        plot_reward_and_truth(trainer.state.log_history, out / PLOT, title)
         atomic_write_json(out / SUMMARY, _summary(trainer, checksums, time.time() - started), indent=2)
     acc.wait_for_everyone()
     return out
@@ -185,7 +192,14 @@ def _summary(trainer: VLMPPOTrainer, checksums: list[str], seconds: float) -> di
     )
     final = {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval/")} if evals else None
     trainable, total = trainable_parameters(trainer.model)
-    keys = ("objective/scores", "objective/kl", "objective/rlhf_reward", "objective/vqa_accuracy", "val/ratio")
+    keys = (
+        "objective/scores",
+        "objective/reward_model_score",
+        "objective/kl",
+        "objective/rlhf_reward",
+        "objective/vqa_accuracy",
+        "val/ratio",
+    )
     return {
         "sft_model_path": cfg.sft_model_path,
         "reward_model_path": cfg.reward_model_path,
@@ -201,9 +215,11 @@ def _summary(trainer: VLMPPOTrainer, checksums: list[str], seconds: float) -> di
         "episodes": trainer.state.episode,
         "batch_size": cfg.batch_size,
         "ground_truth_weight": cfg.ground_truth_weight,
+        "reward_check": getattr(trainer, "reward_check", None),
         "first_update": {k: logs[0].get(k) for k in keys} if logs else None,
         "last_update": {k: logs[-1].get(k) for k in keys} if logs else None,
         "held_out": {"start": start, "final": final},
+        "reward_vs_truth": PLOT if (Path(cfg.output_dir) / PLOT).is_file() else None,
         "best": {**trainer.best, "path": str(Path(cfg.output_dir) / "best")} if trainer.best else None,
         "best_metric": cfg.best_metric,
         "kl_budget": cfg.kl_budget,

@@ -41,7 +41,7 @@ from ppo.advantages import gae, leave_one_out
 from ppo.config import VLMPPOConfig
 from ppo.data import ImageStore, RolloutOrder, left_pad
 from ppo.guards import TrainingStopped, collapse_problem, kl_problem, ratio_problem
-from ppo.model_calls import forward, generate_responses, last_token_score, scalar_head, slice_images
+from ppo.model_calls import forward, generate_responses, reward_score, scalar_head, slice_images
 from vlm.eval.metrics import vqa_accuracy
 
 logger = logging.getLogger(__name__)
@@ -142,8 +142,13 @@ class VLMPPOTrainer(PPOTrainer):
         else:
             scores = torch.cat(
                 [
-                    last_token_score(
-                        self.reward_model, qr, slice_images(images, slice(i, i + len(qr))), self.pad_id, context_length
+                    reward_score(
+                        self.reward_model,
+                        qr,
+                        slice_images(images, slice(i, i + len(qr))),
+                        self.pad_id,
+                        self.tokenizer.eos_token_id,
+                        context_length,
                     ).float()
                     for i, qr in self._chunks(query_responses_post)
                 ]
@@ -338,6 +343,8 @@ class VLMPPOTrainer(PPOTrainer):
             "lr": self.lr_scheduler.get_last_lr()[0],
             "episode": self.state.episode,
         }
+        if self.reward_model is not None:  # the reward model's own part of the score (the monitor's left axis)
+            m["objective/reward_model_score"] = mean(batch["model_scores"].mean())
         if "vqa_accuracy" in batch:
             m["objective/vqa_accuracy"] = mean(batch["vqa_accuracy"].mean())
         return m
@@ -420,6 +427,9 @@ class VLMPPOTrainer(PPOTrainer):
                 batch["kl"].sum(1).tolist(),
             )
         ]
+        if "vqa_accuracy" in batch:  # the truth beside the reward (the over-optimisation watch, ppo/monitor.py)
+            for row, accuracy in zip(rows, batch["vqa_accuracy"].tolist()):
+                row["vqa_accuracy"] = round(float(accuracy), 5)
         rows = gather_object(rows)
         if self.accelerator.is_main_process:
             with open(Path(self.args.output_dir) / "samples.jsonl", "a") as f:

@@ -9,6 +9,7 @@ from transformers import TrainingArguments
 
 from vlm.training.stage_config import TrainedPartsConfig
 
+READOUTS = ("likelihood", "eos")
 OBJECTIVES = ("pointwise", "pairwise")
 WEIGHTINGS = ("agreement", "none")
 CLASS_BALANCE = ("weight", "none")
@@ -22,6 +23,15 @@ class RewardConfig(TrainedPartsConfig, TrainingArguments):
 
     init_from: str | None = field(default=None, metadata={"help": "SFT checkpoint whose backbone the RM starts from."})
     label_store: str | None = field(default=None, metadata={"help": "Label store folder (`label pull/simulate`)."})
+    readout: str = field(
+        default="likelihood",
+        metadata={
+            "help": "likelihood: the logit is a * log p(answer, EOS | image, question) + b through the LM head "
+            "(VLMForAnswerLikelihood; a, b fitted to the labels first); eos: a new linear head on the EOS state "
+            "(VLMForSequenceClassification).",
+            "choices": list(READOUTS),
+        },
+    )
     objective: str = field(
         default="pointwise",
         metadata={
@@ -67,6 +77,7 @@ class RewardConfig(TrainedPartsConfig, TrainingArguments):
 
     def __post_init__(self):
         for name, value, allowed in (
+            ("readout", self.readout, READOUTS),
             ("objective", self.objective, OBJECTIVES),
             ("weighting", self.weighting, WEIGHTINGS),
             ("class_balance", self.class_balance, CLASS_BALANCE),

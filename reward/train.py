@@ -1,7 +1,9 @@
 """`vlm-rlhf reward train --config configs/<setup>/reward.yaml` (also `accelerate launch -m reward train ...`).
 
-A `VLMForSequenceClassification` starts from the SFT checkpoint (its backbone weights, a new scalar head) and
-learns P(correct | image, question, answer) from the label store. Labels are split by image; after training the
+A reward model starts from the SFT checkpoint and learns P(correct | image, question, answer) from the label store:
+`readout: likelihood` (default) reads it from the LM's log-likelihood of the answer (`VLMForAnswerLikelihood`, its
+scale and shift fitted to the training labels first), `readout: eos` from a new scalar head on the EOS state
+(`VLMForSequenceClassification`). Labels are split by image; after training the
 held-out answers are scored and `summary.json` (label counts, class balance, held-out accuracy at 0.5, ROC-AUC,
 ECE, the score gap, agreement with the true correctness where simulated rows know it, pair accuracy) and
 `reliability.png` are written next to the model. An interrupted run resumes from its last checkpoint.
@@ -20,12 +22,13 @@ from transformers import AutoProcessor, set_seed
 
 from reward.config import RewardConfig
 from reward.data import answer_pairs, check_trainable, labelled_answers
+from reward.likelihood_head import fit_likelihood_head
 from reward.metrics import binary_metrics, reliability_diagram
 from reward.trainer import RewardCollator, RewardModelTrainer
 from vlm.config_parsing import parse_config, record_config
 from vlm.io import atomic_write_json
 from vlm.model.builder import check_checkpoint
-from vlm.model.modeling_vlm import VLMForSequenceClassification
+from vlm.model.modeling_vlm import VLMForAnswerLikelihood, VLMForSequenceClassification
 from vlm.model.reward_scoring import score_answers
 from vlm.training.adaptation import apply_freeze_overrides, language_model_lora, trainable_parameters
 from vlm.training.feature_bank import image_inputs, shared_feature_bank
@@ -33,6 +36,8 @@ from vlm.training.resume import SUMMARY, refuse_if_complete, run_facts, save_fin
 
 logger = logging.getLogger(__name__)
 RELIABILITY = "reliability.png"
+READOUT_CLASSES = {"likelihood": VLMForAnswerLikelihood, "eos": VLMForSequenceClassification}
+HEADS = {"likelihood": "likelihood_head", "eos": "score"}  # trained in full (and saved) beside LoRA
 
 
 def _datasets(cfg: RewardConfig, rows: list[dict]):
@@ -53,21 +58,30 @@ def build_trainer(cfg: RewardConfig) -> tuple[RewardModelTrainer, list[dict], di
     check_checkpoint(cfg.init_from)  # a policy (the usual start) or a reward model: its backbone is what is used
     set_seed(cfg.seed)
     rows = check_trainable(labelled_answers(cfg.label_store, cfg), cfg, cfg.label_store)
-    model = VLMForSequenceClassification.from_pretrained(cfg.init_from)
+    model = READOUT_CLASSES[cfg.readout].from_pretrained(cfg.init_from)
     processor = AutoProcessor.from_pretrained(cfg.init_from)
     apply_freeze_overrides(model, cfg.freeze_vision, cfg.freeze_projector, cfg.freeze_language_model)
     bank = None
     if cfg.cache_vision_features:
         bank = shared_feature_bank(model, processor, sorted({r["image"] for r in rows}), cfg.vision_feature_cache)
     train = _datasets(cfg, rows)
-    labels = [r["label"] for r in rows if r["side"] == "train"]
-    positives, negatives = sum(labels), len(labels) - sum(labels)
+    train_rows = [r for r in rows if r["side"] == "train"]
+    positives = sum(r["label"] for r in train_rows)
+    negatives = len(train_rows) - positives
     pos_weight = negatives / positives if cfg.class_balance == "weight" and cfg.objective == "pointwise" else None
-    peft_config = language_model_lora(cfg.lora, model.config, task_type="SEQ_CLS") if cfg.lora else None
+    balance = {"train_correct": positives, "train_incorrect": negatives, "pos_weight": pos_weight}
+    if cfg.readout == "likelihood":  # (a resumed run then loads its checkpoint's head over this fit)
+        model.to(cfg.device)
+        balance["likelihood_head"] = fit_likelihood_head(
+            model, processor, train_rows, bank, pos_weight, cfg.per_device_eval_batch_size
+        )
+        logger.info("reward model: likelihood head fitted to the training labels: %s", balance["likelihood_head"])
+    task_type = "SEQ_CLS" if cfg.readout == "eos" else None
+    peft_config = language_model_lora(cfg.lora, model.config, task_type=task_type) if cfg.lora else None
     if peft_config is not None:
         from peft import get_peft_model
 
-        peft_config.modules_to_save = (peft_config.modules_to_save or []) + ["score"]
+        peft_config.modules_to_save = (peft_config.modules_to_save or []) + [HEADS[cfg.readout]]
         model = get_peft_model(model, peft_config)
     trainer = RewardModelTrainer(
         model=model,
@@ -78,7 +92,6 @@ def build_trainer(cfg: RewardConfig) -> tuple[RewardModelTrainer, list[dict], di
         objective=cfg.objective,
         pos_weight=pos_weight,
     )
-    balance = {"train_correct": positives, "train_incorrect": negatives, "pos_weight": pos_weight}
     trainable, total = trainable_parameters(trainer.model)
     logger.info(
         "reward model: training %.2fM of %.2fM parameters on %d %s examples (%d correct / %d incorrect answers)",
@@ -134,7 +147,7 @@ def train(cfg: RewardConfig) -> Path:
     if save_final(trainer, out, merge_lora=bool(cfg.lora)):
         model = trainer.accelerator.unwrap_model(trainer.model)
         if cfg.lora:
-            model = VLMForSequenceClassification.from_pretrained(out)
+            model = READOUT_CLASSES[cfg.readout].from_pretrained(out)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         bank = trainer.data_collator.bank  # the training run's cached features, when it had them
         metrics, logits = evaluate_held_out(model.to(device), trainer.processing_class, rows, cfg, bank)
@@ -157,6 +170,7 @@ def _summary(cfg, trainer, rows, balance, metrics, result, resumed_from, seconds
     return {
         "init_from": cfg.init_from,
         "label_store": cfg.label_store,
+        "readout": cfg.readout,
         "objective": cfg.objective,
         "weighting": cfg.weighting,
         "labels": {

@@ -36,6 +36,24 @@ def reward_checkpoint(tiny_checkpoint, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def likelihood_reward_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """A reward model that reads the answer through the LM head (`VLMForAnswerLikelihood`), logit = 0.5 * log p(answer,
+    EOS) + 1, in real HF format."""
+    from transformers import AutoProcessor
+
+    from vlm.model.modeling_vlm import VLMForAnswerLikelihood
+
+    model = VLMForAnswerLikelihood.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        model.likelihood_head.weight.fill_(0.5)
+        model.likelihood_head.bias.fill_(1.0)
+    out = tmp_path_factory.mktemp("rm-likelihood") / "rm"
+    model.save_pretrained(out)
+    AutoProcessor.from_pretrained(tiny_checkpoint).save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def tiny_vlm(tiny_checkpoint):
     model, processor = load_vlm(tiny_checkpoint)

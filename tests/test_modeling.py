@@ -6,7 +6,9 @@ expansion; the processor refuses an `<image>` count that differs from the images
 that differs from the features; `save_pretrained` -> `from_pretrained` gives identical logits and the Auto classes
 resolve (causal LM, processor, sequence classifier sharing the backbone); the LM head is tied to the embeddings;
 cached greedy generation equals a step-by-step re-forward, batched left-padded generation equals one-by-one, and the
-vision tower runs once per `generate`; the sequence classifier reads the last token and sees the image; freezing is
+vision tower runs once per `generate`; the sequence classifier reads the last token and sees the image; the
+answer-likelihood reward model's logit is a * (the policy's summed log-probs of the answer's tokens and EOS) + b,
+computed by hand from the policy's own logits, and moves when only the answer or only the image changes; freezing is
 configuration; bad configs are refused; the backbone path TRL's chunked loss and PPO reward/value path call sees the
 image; bf16 runs; cached vision features give the logits of pixel values; a sampled `<image>` in a response is text;
 the Trainer's resume load does not report the tied `lm_head.weight` missing but does report a real gap; a truncated
@@ -255,6 +257,32 @@ def test_sequence_classifier_reads_last_token_and_sees_image(tiny_checkpoint):
     assert torch.allclose(batch.logits[0], alone[0][0], atol=1e-5)
     assert torch.allclose(batch.logits[1], alone[1][0], atol=1e-5)
     assert (other_image - alone[0]).abs().item() > 1e-5
+
+
+def test_answer_likelihood_reward_is_the_policys_log_likelihood_of_the_answer(
+    tiny_checkpoint, likelihood_reward_checkpoint
+):
+    from vlm.model.reward_scoring import load_reward_model, reward_inputs, score_answers
+
+    rm, processor = load_reward_model(likelihood_reward_checkpoint)
+    policy = VLMForCausalLM.from_pretrained(tiny_checkpoint).eval()
+    images = [random_image(0), random_image(1), random_image(0)]
+    questions = ["What color is the square?", "How many objects are there?", "What color is the square?"]
+    answers = ["red", "two apples", "blue"]
+    scores = score_answers(rm, processor, images, questions, answers)
+    inputs = reward_inputs(processor, images, questions, answers)
+    mask = inputs.pop("answer_mask")
+    with torch.no_grad():
+        log_probs = torch.log_softmax(policy(**inputs).logits[:, :-1], -1)
+    for row, answer in enumerate(answers):
+        marked = inputs["input_ids"][row][mask[row].bool()]
+        assert processor.tokenizer.decode(marked) == f" {answer}{processor.tokenizer.eos_token}"
+        positions = mask[row].nonzero()[:, 0]
+        by_hand = log_probs[row, positions - 1, inputs["input_ids"][row, positions]].sum()
+        assert scores[row].item() == pytest.approx(0.5 * by_hand.item() + 1.0, abs=1e-4)
+    assert abs(scores[0] - scores[2]) > 1e-3  # only the answer differs
+    other_image = score_answers(rm, processor, [random_image(7)], questions[:1], answers[:1])
+    assert abs(other_image[0] - scores[0]) > 1e-5  # only the image differs
 
 
 def test_freezing_is_configuration(tiny_vlm):

@@ -5,18 +5,21 @@ At learning rate 0, approxkl is 0, the ratio 1 (within 1e-6) and the KL to the r
 real `accelerate launch --multi_gpu --num_processes 2 -m ppo` (2 gloo processes on CPU). A minibatch deliberately
 paired with the wrong images gives approxkl > 1e-4, and with the guard on the run stops at its first update saying
 why, with no `summary.json`. Swapping the images of a batch changes the rollout log-probs, the policy logits, the
-values and the rewards. With a fixed rule as reward (answers starting a-m score 1), the mean reward of the last 10
-of 30 updates is above the first 10 by more than 0.15 (measured 0.48 -> 0.98), with GAE and with RLOO's group
-baseline, whose advantages are checked on hand-made scores. A run killed right after its update-2
-checkpoint and resumed with `--resume` ends at the same step, draws the same rows, and its first resumed update's
-scores, KL, losses and approxkl equal the uninterrupted run's (1e-5), while a restart without `--resume` is refused.
-Held-out evaluation at updates 0, 2 and 3 keeps the best one in `best/` and names it. A LoRA policy (reference =
-adapter disabled) on 2 processes ends with identical policy checksums on both ranks, and each update's
-`objective/scores` equals the mean over both ranks' rollouts in `samples.jsonl`. A reward model with another
-tokenizer, a folder that is not a checkpoint, a policy given as the reward model and an unknown key on the command
-line or in YAML each give one clear error and exit code 2. The guards fire on a negative KL, identical answers and
-an answer length outside the band, and a run rewarded for ever shorter answers at a high learning rate stops, naming
-its last good checkpoint and writing no `summary.json`.
+values and the rewards. Rollouts are scored as reward training and `reward score` score the same text (1e-4), by a
+reward model with a head on the EOS and by one that reads the answer's likelihood. Before training, a reward model
+whose pick of 8 sampled answers is right less often than greedy decoding (one preferring the least likely answers,
+judged against the policy's own greedy answers) is refused with the figures, or trained against with a warning. With
+a fixed rule as reward (answers starting a-m score 1), the mean reward of the last 10 of 30 updates is above the
+first 10 by more than 0.15 (measured 0.48 -> 0.98), with GAE and with RLOO's group baseline, whose advantages are
+checked on hand-made scores. A run killed right after its update-2 checkpoint and resumed with `--resume` ends at
+the same step, draws the same rows, and its first resumed update's scores, KL, losses and approxkl equal the
+uninterrupted run's (1e-5), while a restart without `--resume` is refused. Held-out evaluation at updates 0, 2 and 3
+keeps the best one in `best/` and names it. A LoRA policy (reference = adapter disabled) on 2 processes ends with
+identical policy checksums on both ranks, and each update's `objective/scores` equals the mean over both ranks'
+rollouts in `samples.jsonl`. A reward model with another tokenizer, a folder that is not a checkpoint, a policy
+given as the reward model and an unknown key on the command line or in YAML each give one clear error and exit code
+2. The guards fire on a negative KL, identical answers and an answer length outside the band, and a run rewarded for
+ever shorter answers at a high learning rate stops, naming its last good checkpoint and writing no `summary.json`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from transformers import TrainerCallback
@@ -35,7 +39,8 @@ from ppo.advantages import leave_one_out
 from ppo.config import VLMPPOConfig
 from ppo.guards import TrainingStopped
 from ppo.model_calls import forward as policy_forward
-from ppo.model_calls import generate_responses, last_token_score, scalar_head
+from ppo.model_calls import generate_responses, last_token_score, reward_score, scalar_head
+from ppo.monitor import reward_and_truth
 from ppo.train import build_trainer, run
 from ppo.trainer import VLMPPOTrainer
 from vlm.cli import main as cli_main
@@ -144,6 +149,89 @@ def test_images_condition_rollout_values_and_rewards(tiny_checkpoint, synthetic_
         ctx = queries.shape[1]
         rewards = last_token_score(trainer.reward_model, qr, images, pad, ctx)
         assert not torch.allclose(rewards, last_token_score(trainer.reward_model, qr, swapped, pad, ctx))
+
+
+@pytest.mark.parametrize("readout", ["eos", "likelihood"])
+def test_rollouts_are_scored_as_reward_training_scores_them(
+    readout, tiny_checkpoint, synthetic_data, reward_checkpoint, likelihood_reward_checkpoint, tmp_path
+):
+    from transformers import AutoProcessor
+
+    from ppo.data import left_pad
+    from vlm.model.reward_scoring import score_answers
+
+    rm_path = reward_checkpoint if readout == "eos" else likelihood_reward_checkpoint
+    cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", reward_model_path=str(rm_path))
+    trainer = build_trainer(cfg)
+    rows = list(range(6))
+    examples = trainer.train_dataset[rows]
+    queries = left_pad(examples["input_ids"], trainer.pad_id)
+    images = trainer.store.inputs(torch.tensor(examples["image_idx"]), "cpu")
+    tokenizer, pad = trainer.tokenizer, trainer.pad_id
+    answers = ["2", "red", "yes", "two circles", "no", "blue"]
+    responses = [tokenizer(" " + a)["input_ids"] + [tokenizer.eos_token_id] for a in answers]
+    width = max(map(len, responses)) + 2  # padding after the EOS, as rollouts have it
+    responses = torch.tensor([r + [pad] * (width - len(r)) for r in responses])
+    query_responses = torch.cat([queries, responses], 1)
+    ctx, eos = queries.shape[1], tokenizer.eos_token_id
+    with torch.no_grad():
+        rewards = reward_score(trainer.reward_model, query_responses, images, pad, eos, ctx)
+        swapped = {k: v.roll(1, 0) for k, v in images.items()}
+        rewards_swapped = reward_score(trainer.reward_model, query_responses, swapped, pad, eos, ctx)
+    expected = score_answers(
+        trainer.reward_model,
+        AutoProcessor.from_pretrained(rm_path),
+        list(images["vision_features"]),
+        [trainer.vqa[r]["question"] for r in rows],
+        answers,
+    )
+    assert torch.allclose(rewards, expected, atol=1e-4)
+    assert (rewards - rewards_swapped).abs().max() > 1e-4  # the image reaches the reward
+
+
+def test_reward_check_refuses_a_reward_model_that_picks_worse_than_greedy(
+    tiny_checkpoint, synthetic_data, likelihood_reward_checkpoint, tmp_path, caplog
+):
+    from transformers import AutoProcessor
+
+    from ppo.reward_check import RewardModelRefused, check_reward_model
+    from vlm.model.generation import generate_answers
+    from vlm.model.modeling_vlm import VLMForAnswerLikelihood
+
+    reversed_rm = VLMForAnswerLikelihood.from_pretrained(likelihood_reward_checkpoint)
+    with torch.no_grad():
+        reversed_rm.likelihood_head.weight.fill_(-1.0)  # prefers the answers the policy finds least likely
+    reversed_rm.save_pretrained(tmp_path / "reversed")
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint)
+    processor.save_pretrained(tmp_path / "reversed")
+    cfg = _config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "out",
+        reward_model_path=str(tmp_path / "reversed"),
+        reward_check="off",
+        reward_check_questions=12,
+        temperature=1.0,
+    )
+    trainer = build_trainer(cfg)
+    assert trainer.reward_check is None  # off
+    # Known answers = the policy's own greedy answers: greedy scores 100 %, and the reversed reward model picks
+    # among 8 samples the one the policy finds least likely.
+    greedy = generate_answers(
+        trainer.policy().eval(),
+        processor,
+        trainer.store.images(trainer.vqa["image_path"]),
+        trainer.vqa["question"],
+        cfg.response_length,
+    )
+    trainer.vqa = trainer.vqa.remove_columns("answers").add_column("answers", [[a] * 10 for a in greedy])
+    trainer.args.reward_check = "refuse"
+    with pytest.raises(RewardModelRefused, match=r"picks answers worse than greedy decoding: best-of-8 .* greedy 100"):
+        check_reward_model(trainer, processor)
+    trainer.args.reward_check = "warn"
+    figures = check_reward_model(trainer, processor)
+    assert figures["greedy"] == 1.0 and figures["best_of_n_by_reward"] < 1.0 and figures["questions"] == 12
+    assert "PPO may teach the policy to be worse" in caplog.text
 
 
 @pytest.mark.parametrize("estimator", ["gae", "rloo"])
@@ -264,12 +352,26 @@ def test_held_out_evaluation_keeps_the_best_checkpoint(tiny_checkpoint, syntheti
     summary = json.loads((out / "summary.json").read_text())
     evals = [h for h in trainer.state.log_history if "eval/reward" in h]
     assert [h["step"] for h in evals] == [0, 2, 3]
+    for h in evals:  # what best_metric: rlhf_reward chooses by
+        assert h["eval/rlhf_reward"] == pytest.approx(h["eval/reward"] - cfg.kl_coef * h["eval/kl"])
     best = max(evals, key=lambda h: h["eval/reward"])
     assert summary["best"]["step"] == best["step"] and summary["best"]["metrics"]["reward"] == best["eval/reward"]
     assert summary["held_out"]["start"]["kl"] == 0.0 and summary["held_out"]["final"]["kl"] > 0
     assert (out / "best" / "model.safetensors").is_file() and (out / "model.safetensors").is_file()
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 3 * cfg.batch_size and {"image", "question", "answer", "score"} <= set(samples[0])
+    # The over-optimisation watch: per update, the reward model's own score and the truth of the same answers.
+    for log in _updates(trainer):
+        step = [s for s in samples if s["step"] == log["step"]]
+        assert log["objective/reward_model_score"] == pytest.approx(np.mean([s["model_score"] for s in step]), abs=1e-4)
+        assert log["objective/vqa_accuracy"] == pytest.approx(np.mean([s["vqa_accuracy"] for s in step]), abs=1e-4)
+    assert summary["reward_vs_truth"] == "reward_vs_truth.png" and (out / "reward_vs_truth.png").stat().st_size > 1000
+    series = reward_and_truth(trainer.state.log_history)
+    assert [len(series[k]) for k in ("reward_model_score", "sampled_vqa_accuracy", "held_out_vqa_accuracy")] == [
+        3,
+        3,
+        3,
+    ]
 
 
 def _launch(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:

@@ -1,16 +1,18 @@
 """Stage 3: the reward model learns from the label store, sees the image, refuses bad label sets, scores answers.
 
-On labels that follow a simple rule (an even count is correct), the held-out accuracy is >= 90 % against a 50 %
-majority class, ROC-AUC >= 0.95, the loss falls, `pos_weight` is #incorrect / #correct and the reliability diagram
-is written; labels that only the image can explain (the same question and answer on every image, correct on half of
-them) are learned on the training images (>= 85 % against 50 % chance), so the image reaches the score; the
-pairwise objective ranks correct above incorrect on held-out pairs (>= 90 %); no image is on both sides of the
-split; 2-of-3 labels weigh 0.67, `min_agreement` drops them, unsure answers and ties are not trained on; a one-class
-store and too few labels are refused with their counts; `reward score` adds `reward`, `p_correct` = sigmoid(reward)
-and `reward_model`, and refuses a checkpoint that is not a reward model; ECE on a hand-made table; LoRA (adapters,
-projector and head train; the saved model is merged and scores as measured; TensorBoard logs); gold filtering drops
-a careless annotator; a real 2-process `accelerate launch -m reward train` on CPU; a partial checkpoint (config and
-weights only) beside a complete one is set aside and the complete one resumed.
+On labels that follow a simple rule (an even count is correct), with either readout (the answer's likelihood through
+the LM head, Platt-fitted first; a head on the EOS), the held-out accuracy is >= 90 % against a 50 % majority class,
+ROC-AUC >= 0.95, the loss falls, `pos_weight` is #incorrect / #correct and the reliability diagram is written;
+labels that only the image can explain (the same question and answer on every image, correct on half of them) are
+learned on the training images (>= 85 % against 50 % chance), so the image reaches the score; the pairwise objective
+ranks correct above incorrect on held-out pairs (>= 90 %); the likelihood head's Platt fit recovers a known scale
+and shift; no image is on both sides of the split; 2-of-3 labels weigh 0.67, `min_agreement` drops them, unsure
+answers and ties are not trained on; a one-class store and too few labels are refused with their counts; `reward
+score` adds `reward`, `p_correct` = sigmoid(reward) and `reward_model`, and refuses a checkpoint that is not a
+reward model; ECE on a hand-made table; LoRA (adapters, projector and head train; the saved model is merged and
+scores as measured; TensorBoard logs); gold filtering drops a careless annotator; a real 2-process `accelerate
+launch -m reward train` on CPU; a partial checkpoint (config and weights only) beside a complete one is set aside
+and the complete one resumed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from transformers import TrainerCallback
 
 from reward.config import RewardConfig
@@ -87,11 +90,11 @@ def _config(tiny_checkpoint, store, out, **overrides) -> RewardConfig:
     return RewardConfig(**(settings | overrides))
 
 
-@pytest.fixture(scope="module")
-def trained_rm(tiny_checkpoint, synthetic_data, tmp_path_factory):
+@pytest.fixture(scope="module", params=["likelihood", "eos"])
+def trained_rm(request, tiny_checkpoint, synthetic_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("rm")
     _labels(root / "labels", synthetic_data)
-    out = train(_config(tiny_checkpoint, root / "labels", root / "rm"))
+    out = train(_config(tiny_checkpoint, root / "labels", root / "rm", readout=request.param))
     return out, json.loads((out / "summary.json").read_text())
 
 
@@ -112,7 +115,10 @@ def test_reward_model_learns_a_simple_rule(trained_rm):
         summary["labels"]["train_incorrect"] / summary["labels"]["train_correct"]
     )
     assert (out / "reliability.png").stat().st_size > 1000
-    assert (out / "config.json").is_file() and "VLMForSequenceClassification" in (out / "config.json").read_text()
+    architecture = {"likelihood": "VLMForAnswerLikelihood", "eos": "VLMForSequenceClassification"}[summary["readout"]]
+    assert json.loads((out / "config.json").read_text())["architectures"] == [architecture]
+    if summary["readout"] == "likelihood":  # fitted to the labels before training (`test_platt_fit_...`)
+        assert set(summary["labels"]["likelihood_head"]) == {"scale", "bias"}
 
 
 def test_the_score_depends_on_the_image(tiny_checkpoint, synthetic_data, tmp_path):
@@ -235,6 +241,20 @@ def test_reward_score_adds_rewards_to_answers(trained_rm, tiny_checkpoint, synth
         ScoreConfig(model=str(trained_rm[0]), answers=str(tmp_path / "answers.jsonl"), out=str(tmp_path / "o.jsonl"))
     )
     assert summary["answers"] == 6 and summary["predicted_correct"] == 3
+
+
+def test_platt_fit_recovers_a_known_scale_and_shift():
+    """The likelihood head's fit (weighted logistic regression, the training loss) recovers a = 2, b = -1 from 4000
+    labels drawn from sigmoid(2x - 1); doubling the weight of every positive equals a pos_weight of 2."""
+    from reward.likelihood_head import fit_logistic
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, generator=generator) * 2
+    labels = torch.bernoulli(torch.sigmoid(2 * x - 1), generator=generator)
+    a, b = fit_logistic(x, labels, torch.ones_like(x), None)
+    assert a == pytest.approx(2.0, abs=0.2) and b == pytest.approx(-1.0, abs=0.2)
+    weighted = fit_logistic(x, labels, 1 + labels, None)
+    assert fit_logistic(x, labels, torch.ones_like(x), 2.0) == pytest.approx(weighted, abs=1e-4)
 
 
 def test_calibration_metrics_on_a_hand_made_table():

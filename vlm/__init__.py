@@ -14,7 +14,13 @@ from transformers import (
 )
 
 from vlm.model.configuration_vlm import VLMConfig
-from vlm.model.modeling_vlm import VLMForCausalLM, VLMForSequenceClassification, VLMModel, VLMPreTrainedModel
+from vlm.model.modeling_vlm import (
+    VLMForAnswerLikelihood,
+    VLMForCausalLM,
+    VLMForSequenceClassification,
+    VLMModel,
+    VLMPreTrainedModel,
+)
 from vlm.model.processing_vlm import IMAGE_TOKEN, VLMProcessor
 
 AutoConfig.register(VLMConfig.model_type, VLMConfig, exist_ok=True)
@@ -27,6 +33,7 @@ AutoProcessor.register(VLMConfig, VLMProcessor, exist_ok=True)
 __all__ = [
     "IMAGE_TOKEN",
     "VLMConfig",
+    "VLMForAnswerLikelihood",
     "VLMForCausalLM",
     "VLMForSequenceClassification",
     "VLMModel",

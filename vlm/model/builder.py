@@ -123,12 +123,20 @@ def is_vlm_checkpoint(path: str | Path) -> bool:
     return config is not None and config.get("model_type") == VLMConfig.model_type
 
 
-# The class a checkpoint must have been saved from for each role, and where such a checkpoint comes from.
-ROLES = {"policy": "VLMForCausalLM", "reward model": "VLMForSequenceClassification"}
+# The classes a checkpoint may have been saved from for each role, and where such a checkpoint comes from.
+ROLES = {
+    "policy": ("VLMForCausalLM",),
+    "reward model": ("VLMForAnswerLikelihood", "VLMForSequenceClassification"),
+}
 _SOURCES = {
     "policy": "a policy checkpoint (init-model, sft, ppo or instruct output)",
     "reward model": "a reward model (`vlm-rlhf reward train` output)",
 }
+
+
+def saved_architectures(path: str | Path) -> list[str]:
+    """The class names a checkpoint was saved from (its config's `architectures`)."""
+    return (_saved_config(path) or {}).get("architectures") or []
 
 
 def check_checkpoint(path: str | Path, role: str | None = None, flag: str | None = None) -> None:
@@ -141,12 +149,12 @@ def check_checkpoint(path: str | Path, role: str | None = None, flag: str | None
     if role is None:
         return
     assert role in ROLES, f"unknown checkpoint role {role!r}; expected one of {list(ROLES)}"
-    architectures = _saved_config(path).get("architectures") or []
-    if ROLES[role] in architectures:
+    architectures = saved_architectures(path)
+    if set(ROLES[role]) & set(architectures):
         return
-    other = next((r for r, cls in ROLES.items() if cls in architectures), None)
+    other = next((r for r, classes in ROLES.items() if set(classes) & set(architectures)), None)
     if other:
-        found = f"a {other} ({ROLES[other]})"
+        found = f"a {other} ({', '.join(architectures)})"
     else:
         found = f"a VLM checkpoint saved as {', '.join(architectures)}" if architectures else "a VLM of no known class"
     where = f" as {flag}" if flag else ""

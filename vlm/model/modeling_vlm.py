@@ -2,7 +2,8 @@
 
 Class layout follows transformers' LLaVA: `VLMModel` is the backbone and owns the fusion, so everything that calls
 the backbone directly (TRL's chunked SFT loss, TRL's PPO value/reward path through `base_model_prefix`) sees the
-image. `VLMForCausalLM` adds the LM head, `VLMForSequenceClassification` a scalar score head.
+image. `VLMForCausalLM` adds the LM head, `VLMForSequenceClassification` a scalar score head, and
+`VLMForAnswerLikelihood` (a reward model) scores an answer through the LM head.
 """
 
 from __future__ import annotations
@@ -279,8 +280,11 @@ class VLMForSequenceClassification(VLMPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.Tensor | None = None,
+        answer_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
+        """`answer_mask` is not read (the score is taken at the last token); it is accepted so that both reward
+        models take the inputs `vlm.model.reward_scoring.reward_inputs` builds."""
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -315,4 +319,75 @@ class VLMForSequenceClassification(VLMPreTrainedModel):
         )
 
 
-__all__ = ["VLMModel", "VLMForCausalLM", "VLMForSequenceClassification", "VLMPreTrainedModel"]
+class VLMForAnswerLikelihood(VLMForCausalLM):
+    """A reward model that reads the answer through the LM head: its one logit is
+    `a * log p(answer tokens, EOS | image, question) + b`, the log-likelihood of the answer summed over the tokens
+    `answer_mask` marks (each predicted from the token before it), scaled and shifted by the two weights of
+    `likelihood_head` (`Linear(1, 1)`).
+
+    Why not a head on the EOS state: in an SFT policy that state hardly depends on which answer was given (SFT never
+    trained an output there), so a head on it learns how hard the question is, not whether the answer is right; the
+    LM head already ranks answers by what the policy sees (docs/results.md, "Stage 3"). Trained on correct/incorrect
+    labels, the whole model learns to give incorrect answers a low likelihood.
+    """
+
+    def __init__(self, config: VLMConfig):
+        config.num_labels = 1
+        super().__init__(config)
+        self.likelihood_head = nn.Linear(1, 1)
+        self.post_init()
+        self.apply_freezing()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # A new head (from a policy checkpoint) starts as the identity: the logit is the log-likelihood itself,
+        # until `reward/train.py` fits it (Platt scaling).
+        if module is getattr(self, "likelihood_head", None):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+    def answer_log_likelihood(self, hidden_states: torch.Tensor, input_ids: torch.Tensor, answer_mask) -> torch.Tensor:
+        """Sum of log p(token) over the tokens `answer_mask` marks, [B] float32; the LM head runs only on the
+        positions that predict them."""
+        predicts = answer_mask[:, 1:].bool()  # position t predicts token t + 1
+        logits = self.lm_head(hidden_states[:, :-1][predicts]).float()
+        token_log_probs = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:][predicts][:, None])[:, 0]
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(predicts)[predicts]
+        return torch.zeros(input_ids.shape[0], device=logits.device).index_add(0, rows, token_log_probs)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        vision_features: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        answer_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        if input_ids is None or answer_mask is None:
+            raise ValueError("VLMForAnswerLikelihood needs input_ids and answer_mask (the answer's tokens and EOS)")
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            vision_features=vision_features,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            **kwargs,
+        )
+        log_likelihood = self.answer_log_likelihood(outputs.last_hidden_state, input_ids, answer_mask)
+        head = self.likelihood_head
+        logits = log_likelihood[:, None] * head.weight.float() + head.bias.float()  # [B, 1]
+        return SequenceClassifierOutputWithPast(logits=logits, hidden_states=outputs.hidden_states)
+
+
+__all__ = [
+    "VLMModel",
+    "VLMForCausalLM",
+    "VLMForSequenceClassification",
+    "VLMForAnswerLikelihood",
+    "VLMPreTrainedModel",
+]

@@ -1,8 +1,9 @@
 """What the reward model reads and how it scores: one text format and one batched scoring function, used by reward
 training, `reward score`, and PPO (which scores its rollouts with the same text).
 
-The reward model is `VLMForSequenceClassification` with one output: a logit of P(correct | image, question,
-answer), read at the last attended token, the EOS after the answer.
+A reward model has one output, a logit of P(correct | image, question, answer): `VLMForAnswerLikelihood` reads it
+from the LM's log-likelihood of the answer (the tokens `answer_mask` marks), `VLMForSequenceClassification` from a
+head on the last attended token, the EOS after the answer.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from tqdm.auto import tqdm
 from transformers import AutoProcessor
 
 from vlm.data.images import load_image
-from vlm.model.builder import check_checkpoint
+from vlm.model.builder import check_checkpoint, saved_architectures
 from vlm.model.generation import vqa_prompt
-from vlm.model.modeling_vlm import VLMForSequenceClassification
+from vlm.model.modeling_vlm import VLMForAnswerLikelihood, VLMForSequenceClassification
 from vlm.training.precision import bf16_available
 
 
@@ -28,10 +29,20 @@ def reward_text(question: str, answer: str, eos_token: str) -> str:
 
 
 def reward_inputs(processor, images: Sequence[Image.Image | torch.Tensor], questions, answers) -> dict:
-    """Model inputs for a batch (right-padded); an image may be its cached vision features."""
-    texts = [reward_text(q, a, processor.tokenizer.eos_token) for q, a in zip(questions, answers)]
-    processor.tokenizer.padding_side = "right"
-    return processor(images=[[image] for image in images], text=texts, padding=True, return_tensors="pt")
+    """Model inputs for a batch (right-padded), with `answer_mask`: 1 on the answer's tokens and its EOS, what
+    `VLMForAnswerLikelihood` scores. An image may be its cached vision features."""
+    tokenizer = processor.tokenizer
+    texts = [reward_text(q, a, tokenizer.eos_token) for q, a in zip(questions, answers)]
+    tokenizer.padding_side = "right"
+    batch = processor(images=[[image] for image in images], text=texts, padding=True, return_tensors="pt")
+    # The prompt's length in tokens: its text (with `<image>` expanded as the processor does) is a prefix of the
+    # full text, and the answer starts with a space, so the tokenizer splits both alike.
+    image_tokens = processor.num_image_tokens - 1  # `<image>` is one token in the text, N after expansion
+    prompt_lengths = [len(ids) + image_tokens for ids in tokenizer([vqa_prompt(q) for q in questions])["input_ids"]]
+    positions = torch.arange(batch["input_ids"].shape[1])
+    ends = batch["attention_mask"].sum(1, keepdim=True)
+    batch["answer_mask"] = ((positions >= torch.tensor(prompt_lengths)[:, None]) & (positions < ends)).long()
+    return batch
 
 
 @torch.no_grad()
@@ -60,11 +71,19 @@ def score_records(model, processor, records: list[dict], name: str, batch_size: 
             record.update(reward=logit, p_correct=float(torch.sigmoid(torch.tensor(logit))), reward_model=name)
 
 
+def reward_model_class(path: str | Path) -> type:
+    """The class a reward model checkpoint was saved from."""
+    if VLMForAnswerLikelihood.__name__ in saved_architectures(path):
+        return VLMForAnswerLikelihood
+    return VLMForSequenceClassification
+
+
 def load_reward_model(path: str | Path, flag: str | None = None):
     """A trained reward model (one output) on the best device, and its processor; a clear error otherwise
     (`flag`: the option that named `path`)."""
     check_checkpoint(path, "reward model", flag)
-    model = VLMForSequenceClassification.from_pretrained(path, dtype=torch.bfloat16 if bf16_available() else None)
+    dtype = torch.bfloat16 if bf16_available() else None
+    model = reward_model_class(path).from_pretrained(path, dtype=dtype)
     if model.config.num_labels != 1:
         raise ValueError(f"{path} has {model.config.num_labels} outputs; a reward model has one")
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
