@@ -24,7 +24,9 @@ def check_reward_model(trainer, processor) -> dict | None:
     draw), refusing or warning when its pick is below greedy; None when off, resuming, without a reward model or
     without known answers. Every rank computes the same figures (same seed, same models), so all stop alike."""
     args = trainer.args
-    if args.reward_check == "off" or args.resume or trainer.reward_model is None:
+    if args.reward_check == "off" or trainer.reward_model is None:
+        return None
+    if args.resume and trainer.checkpoint_dirs():  # checked when the run started
         return None
     vqa = trainer.vqa
     if "answers" not in vqa.column_names:

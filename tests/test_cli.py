@@ -182,7 +182,7 @@ def test_data_commands(tmp_path, capsys):
 def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     """Every stage on a small setup, SFT beating the untrained model by more than 20 points; a re-run reuses it all."""
     data_cfg = tmp_path / "data.yaml"
-    data_cfg.write_text("train: 40\nval: 6\nseed: 5\n")
+    data_cfg.write_text("train: 40\nval: 6\nfeedback: 24\ndev: 6\nseed: 5\n")
     model_cfg = tmp_path / "model.yaml"
     model_cfg.write_text("preset: tiny\ncorpus_scenes: 200\ntext_layers: 2\n")
     sft_cfg = tmp_path / "sft.yaml"
@@ -200,7 +200,8 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     ppo_cfg.write_text(
         "total_episodes: 48\nper_device_train_batch_size: 8\ngradient_accumulation_steps: 2\nlearning_rate: 1.0e-4\n"
         "num_ppo_epochs: 2\neval_strategy: steps\neval_steps: 2\neval_limit: 12\nsave_strategy: 'no'\n"
-        "report_to: none\ndisable_tqdm: true\nkl_budget: 5.0\n"
+        "report_to: none\ndisable_tqdm: true\nkl_budget: 5.0\ntrain_split: feedback2014\neval_split: dev2014\n"
+        "reward_check: warn\n"  # a 30-step policy's reward model may well rank below greedy: trained anyway
     )
     instruct_cfg = tmp_path / "instruct.yaml"
     instruct_cfg.write_text(
@@ -235,11 +236,16 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert labels["stats"]["gold_answers"] >= 2 and "round 2 (uncertainty" in printed
     assert 24 <= labels["stats"]["answers"] <= 80 and labels["stats"]["annotations"] == 2 * labels["stats"]["answers"]
     assert labels["stats"]["by_verdict"]["correct"] > 0 and labels["stats"]["by_verdict"]["incorrect"] > 0
+    labelled = [json.loads(line) for f in Path(labels["store"]).glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert {Path(r["image"]).parent.name for r in labelled} == {"feedback2014"}  # the demo's pool, not SFT's scenes
     reward = summary["reward"]  # stage 3: trained on those labels, measured on answers to unseen images
     assert reward["labels"]["held_out_answers"] > 0 and 0.0 <= reward["held_out"]["labels"]["accuracy"] <= 1.0
     assert "reward model (pointwise" in printed and (tmp_path / "run/models/reward/reliability.png").is_file()
     ppo = summary["ppo"]  # stage 4: PPO of the SFT policy against that reward model, then SFT vs PPO side by side
     assert ppo["updates"] == 3 and ppo["best"]["step"] in (0, 2, 3)
+    ppo_summary = json.loads((tmp_path / "run/models/ppo/summary.json").read_text())
+    assert (ppo_summary["data"]["split"], ppo_summary["data"]["eval_split"]) == ("feedback2014", "dev2014")
+    assert set(ppo_summary["reward_check"]) >= {"greedy", "best_of_n_by_reward", "pair_accuracy"}
     rl = summary["rl_eval"]
     assert rl["sft"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6) and rl["ppo"]["kl_to_reference"] > 0
     # each model's answers are scored: the mean reward-model logit (checked against a hand computation in test_eval;

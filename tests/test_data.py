@@ -1,6 +1,7 @@
 """Synthetic data in the official formats, the readers, and their errors on bad input.
 
 The synthetic writer is deterministic per seed and refuses to overwrite a dataset made with other parameters; its
+feedback and dev splits are other scenes that change no other split; its
 answers look like VQA's (every question family well represented, balanced yes/no, humans who mostly but not always
 agree). The VQA v2 reader round-trips the synthetic files (ids, answers, COCO file names), gives questions only
 without annotations, and names the file and the record for malformed JSON, a missing or corrupt image, an
@@ -47,6 +48,28 @@ def test_synthetic_is_deterministic_per_seed(tmp_path):
     assert (a / "v2_mscoco_val2014_annotations.json").read_bytes() == (
         d / "v2_mscoco_val2014_annotations.json"
     ).read_bytes()
+
+
+def test_feedback_and_dev_splits_are_other_scenes_and_change_nothing_else(tmp_path):
+    """The feedback and dev splits are written only when asked for, in the VQA layout, with image ids no other
+    split has and scenes of their own stream: the train and val splits are byte for byte those of a dataset
+    without them, and a dataset from before they existed (no such keys in synth.json) is still recognised."""
+    plain = write_synthetic_dataset(SynthConfig(out=str(tmp_path / "plain"), train=6, val=3, seed=1))
+    assert not (plain / "feedback2014").exists() and not (plain / "dev2014").exists()
+    both = write_synthetic_dataset(SynthConfig(out=str(tmp_path / "both"), train=6, val=3, feedback=8, dev=4, seed=1))
+    for name in ("v2_mscoco_train2014_annotations.json", "v2_mscoco_val2014_annotations.json"):
+        assert (plain / name).read_bytes() == (both / name).read_bytes()
+    ids = {
+        split: set(load_vqa(both, split)["image_id"]) for split in ("train2014", "val2014", "feedback2014", "dev2014")
+    }
+    assert [len(v) for v in ids.values()] == [6, 3, 8, 4]
+    assert len(set().union(*ids.values())) == 21  # no image id in two splits
+    feedback = load_vqa(both, "feedback2014")
+    assert "answers" in feedback.column_names and Path(feedback[0]["image_path"]).parent.name == "feedback2014"
+    manifest = plain / "synth.json"
+    old = {k: v for k, v in json.loads(manifest.read_text()).items() if k not in ("feedback", "dev")}
+    manifest.write_text(json.dumps(old))
+    assert write_synthetic_dataset(SynthConfig(out=str(plain), train=6, val=3, seed=1)) == plain
 
 
 def test_synthetic_refuses_to_overwrite_other_parameters(tmp_path, synthetic_data):

@@ -152,7 +152,7 @@ def _labels_and_reward(cfg: PipelineConfig, run: RunFolders, policy: Path) -> tu
         previous = _flags(reward_model=reward_dir) if reward_dir else []
         run_command(
             "label",
-            ["round", "--config", cfg.labeling_config, *_flags(model=policy, data_dir=run.data, split=SPLITS["train"])]
+            ["round", "--config", cfg.labeling_config, *_flags(model=policy, data_dir=run.data)]
             + _flags(output_dir=run.labels, round=round_)
             + previous,
         )

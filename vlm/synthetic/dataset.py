@@ -7,8 +7,12 @@
     <out>/scenes_{train2014,val2014}.json               (each image's objects: the ground truth of chat metrics)
     <out>/synth.json                                     (the parameters; marks a finished dataset)
 
+and, when asked for, two more splits in the same layout: `feedback2014` (other training scenes whose answers SFT
+never sees: the pool that labels are collected on and PPO's prompts come from, as new images are in real use) and
+`dev2014` (held-out scenes to choose settings on, so that val2014 is reported, never tuned on).
+
 Deterministic for a seed: each split draws from its own random stream, so the val split does not change when the
-train size does. The whole folder is written under a temporary name and renamed when complete.
+train size does, and no split changes when another is added. The whole folder is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from vlm.synthetic.scenes import render_scene, sample_scene, scene_record, scene
 
 logger = logging.getLogger(__name__)
 SPLITS = {"train": "train2014", "val": "val2014"}
+EXTRA_SPLITS = {"feedback": "feedback2014", "dev": "dev2014"}  # written when their size is > 0
 # COCO ids are unique across splits; so are ours.
-IMAGE_ID_OFFSET = {"train2014": 1_000_000, "val2014": 2_000_000}
+IMAGE_ID_OFFSET = {"train2014": 1_000_000, "val2014": 2_000_000, "feedback2014": 3_000_000, "dev2014": 4_000_000}
 MANIFEST = "synth.json"
 
 
@@ -44,6 +49,14 @@ class SynthConfig:
     )
     train: int = field(default=2000, metadata={"help": "Images in the train split (train2014)."})
     val: int = field(default=200, metadata={"help": "Images in the val split (val2014)."})
+    feedback: int = field(
+        default=0,
+        metadata={
+            "help": "Images in the feedback split (feedback2014): training scenes SFT never sees, where labels are "
+            "collected and PPO's prompts come from; 0: none."
+        },
+    )
+    dev: int = field(default=0, metadata={"help": "Images in the dev split (dev2014), to choose settings on; 0: none."})
     seed: int = field(default=0, metadata={"help": "Seed of the scenes, questions and simulated human answers."})
     image_size: int = field(default=64, metadata={"help": "Side of the square rendered images, in pixels."})
     questions_per_image: int = field(default=5, metadata={"help": "Questions asked about each image."})
@@ -105,7 +118,7 @@ def write_synthetic_dataset(cfg: SynthConfig) -> Path:
     out = Path(cfg.out)
     manifest = out / MANIFEST
     if manifest.exists():
-        existing = json.loads(manifest.read_text())
+        existing = {"feedback": 0, "dev": 0} | json.loads(manifest.read_text())  # written before those splits
         if existing == asdict(cfg) | {"out": existing.get("out")}:
             logger.info("synthetic data already in %s", out)
             return out
@@ -115,8 +128,9 @@ def write_synthetic_dataset(cfg: SynthConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        for name, n in (("train", cfg.train), ("val", cfg.val)):
-            _write_split(tmp, SPLITS[name], n, cfg)
+        for name, n in (("train", cfg.train), ("val", cfg.val), ("feedback", cfg.feedback), ("dev", cfg.dev)):
+            if name in SPLITS or n > 0:
+                _write_split(tmp, (SPLITS | EXTRA_SPLITS)[name], n, cfg)
         atomic_write_json(tmp / MANIFEST, asdict(cfg), indent=2)
         if out.exists():
             out.rmdir()
