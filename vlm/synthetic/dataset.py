@@ -12,7 +12,8 @@ never sees: the pool that labels are collected on and PPO's prompts come from, a
 `dev2014` (held-out scenes to choose settings on, so that val2014 is reported, never tuned on).
 
 Deterministic for a seed: each split draws from its own random stream, so the val split does not change when the
-train size does, and no split changes when another is added. The whole folder is written under a temporary name and renamed when complete.
+train size does, and no split changes when another is added. The whole folder is written under a temporary name
+and renamed when complete.
 """
 
 from __future__ import annotations
