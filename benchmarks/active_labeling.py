@@ -1,17 +1,21 @@
 """Where the label budget goes: active selection and gold filtering, measured with simulated annotators.
 
-    python benchmarks/active_labeling.py --sft runs/demo/models/sft --data runs/demo/data --seeds 0 1 2 \
-        --budget 1500 --pool 2000 --out runs/bench-active/results.json
+    python benchmarks/active_labeling.py --sft runs/demo/models/sft --data runs/demo/data --split feedback2014 \
+        --eval_split dev2014 --seeds 0 1 2 --budget 1500 --pool 2000 --out runs/bench-active/results.json
 
-For each seed, the same total budget (two rounds of `--budget` answers, each + a 10 % random slice) is spent:
+For each seed, the same total budget (two rounds of about `--budget` answers, each + a 10 % random slice, chosen
+`--select_by` question (default) or answer from `--split`) is spent:
   * random: both rounds a random draw from a fresh pool of sampled answers;
-  * active: round 1 the answers whose samples disagree most, then a reward model trained on them picks the
-    round-2 answers it is least sure of (P(correct) nearest 0.5), as `pipeline` does with `label_rounds: 2`;
+  * active: round 1 the questions whose samples disagree most, then a reward model trained on them picks the
+    round-2 questions (answers) it is least sure of, as `pipeline` does with `label_rounds: 2`;
 and, with one of the three annotators at a 30 % error rate (`--bad_error_rate`) and `--gold_rate` gold answers:
   * clean: all three annotators at `--error_rate`; noisy: one bad annotator, no filter; filtered: the same labels,
     the reward model dropping annotators below `--min_gold_accuracy` gold accuracy.
-Every reward model is measured the same way: its agreement with the true correctness (VQA accuracy >= 0.5) of
-the SFT model's sampled answers to the val split, images no model trained on. Prints mean +- std over the seeds.
+Every reward model is measured the same way on 4 sampled answers of the SFT model to each `--eval_split` question
+(images no model trained on; choose settings on dev2014, not on the val split you report): its agreement with the
+true correctness (VQA accuracy >= 0.5), and its pair accuracy, how often it ranks the truly correct of two answers to
+one question above the incorrect one. `--parts` runs the selection comparison, the gold filtering, or both. Prints
+mean +- std over the seeds.
 """
 
 from __future__ import annotations
@@ -43,12 +47,13 @@ def _pool(args, out: Path, seed: int, select: str | None, store: Path | None = N
             GenerateConfig(
                 model=args.sft,
                 data=args.data,
-                split="train2014",
+                split=args.split,
                 questions=args.pool,
                 samples=4,
                 out=str(answers),
                 seed=seed,
                 select=select,
+                select_by=args.select_by,
                 budget=args.budget if select else None,
                 random_fraction=0.1,
                 reward_model=str(rm) if rm else None,
@@ -100,71 +105,84 @@ def _reward(args, store: Path, out: Path, seed: int, **extra) -> Path:
 
 
 def _val_set(args) -> list[dict]:
-    """The SFT model's sampled answers to val questions, with their true correctness."""
-    out = Path(args.work) / "val"
+    """The SFT model's sampled answers to the held-out questions, with their true correctness."""
+    out = Path(args.work) / f"eval-{args.eval_split}"
     answers = out / "answers.jsonl"
     if not answers.is_file():
         generate(
             GenerateConfig(
                 model=args.sft,
                 data=args.data,
-                split="val2014",
+                split=args.eval_split,
                 questions=10**6,
-                samples=2,
+                samples=4,
                 out=str(answers),
                 seed=12345,
                 max_new_tokens=8,
             )
         )
-    truth = {q["question_id"]: q["answers"] for q in load_vqa(args.data, "val2014")}
+    truth = {q["question_id"]: q["answers"] for q in load_vqa(args.data, args.eval_split)}
     records = read_answers(answers)
     for r in records:
         r["truth"] = int(vqa_accuracy(r["answer"], truth[r["question_id"]]) >= 0.5)
     return records
 
 
-def agreement_with_truth(rm_dir: Path, val: list[dict]) -> float:
+def measure(rm_dir: Path, val: list[dict]) -> dict:
+    """Agreement with the true correctness, and pair accuracy within questions."""
     model, processor = load_reward_model(rm_dir)
     images = [load_image(r["image"]) for r in val]
     logits = score_answers(model, processor, images, [r["question"] for r in val], [r["answer"] for r in val], 128)
-    predicted = (logits >= 0).long()
-    return float((predicted == torch.tensor([r["truth"] for r in val])).float().mean())
+    truth = torch.tensor([r["truth"] for r in val])
+    by_question: dict[int, list[int]] = {}
+    for i, r in enumerate(val):
+        by_question.setdefault(r["question_id"], []).append(i)
+    wins = [
+        logits[i] > logits[j] if truth[i] > truth[j] else logits[j] > logits[i]
+        for rows in by_question.values()
+        for k, i in enumerate(rows)
+        for j in rows[k + 1 :]
+        if truth[i] != truth[j]
+    ]
+    return {
+        "agreement": float(((logits >= 0).long() == truth).float().mean()),
+        "pair_accuracy": float(torch.tensor(wins, dtype=torch.float).mean()) if wins else float("nan"),
+        "pairs": len(wins),
+    }
 
 
 def run_seed(args, seed: int, val: list[dict]) -> dict:
     root = Path(args.work) / f"seed-{seed}"
     clean = f"{args.error_rate},{args.error_rate},{args.error_rate}"
     results = {}
+    if "selection" in args.parts:  # random vs active selection, the same two budgets
+        store = root / "random" / "store"
+        for r in (1, 2):
+            _label(_pool(args, root / "random" / f"round-{r}", 100 * seed + r, "random", store), store, seed, clean)
+        results["random"] = measure(_reward(args, store, root / "random" / "rm", seed), val)
 
-    # Random vs active selection, the same two budgets.
-    store = root / "random" / "store"
-    for r in (1, 2):
-        _label(_pool(args, root / "random" / f"round-{r}", 100 * seed + r, "random", store), store, seed, clean)
-    results["random"] = agreement_with_truth(_reward(args, store, root / "random" / "rm", seed), val)
-
-    store = root / "active" / "store"
-    _label(_pool(args, root / "active" / "round-1", 100 * seed + 1, "disagreement", store), store, seed, clean)
-    rm1 = _reward(args, store, root / "active" / "rm-1", seed)
-    _label(_pool(args, root / "active" / "round-2", 100 * seed + 2, "uncertainty", store, rm1), store, seed, clean)
-    results["active"] = agreement_with_truth(_reward(args, store, root / "active" / "rm", seed), val)
-
-    # One bad annotator: none vs gold filtering (the same labels), against all-good annotators.
-    bad = f"{args.error_rate},{args.error_rate},{args.bad_error_rate}"
-    for name, rates in (("clean", clean), ("noisy", bad)):
-        store = root / name / "store"
-        answers = _pool(args, root / name / "round-1", 100 * seed + 1, "random")
-        _label(answers, store, seed, rates, args.gold_rate)
-        results[name] = agreement_with_truth(_reward(args, store, root / name / "rm", seed), val)
-    gold = [str(gold_key_path(root / "noisy" / "round-1" / "answers.jsonl"))]
-    filtered = _reward(
-        args,
-        root / "noisy" / "store",
-        root / "noisy" / "rm-filtered",
-        seed,
-        gold=gold,
-        min_gold_accuracy=args.min_gold_accuracy,
-    )
-    results["filtered"] = agreement_with_truth(filtered, val)
+        store = root / "active" / "store"
+        _label(_pool(args, root / "active" / "round-1", 100 * seed + 1, "disagreement", store), store, seed, clean)
+        rm1 = _reward(args, store, root / "active" / "rm-1", seed)
+        _label(_pool(args, root / "active" / "round-2", 100 * seed + 2, "uncertainty", store, rm1), store, seed, clean)
+        results["active"] = measure(_reward(args, store, root / "active" / "rm", seed), val)
+    if "gold" in args.parts:  # one bad annotator: none vs gold filtering (the same labels), against all-good ones
+        bad = f"{args.error_rate},{args.error_rate},{args.bad_error_rate}"
+        for name, rates in (("clean", clean), ("noisy", bad)):
+            store = root / name / "store"
+            answers = _pool(args, root / name / "round-1", 100 * seed + 1, "random")
+            _label(answers, store, seed, rates, args.gold_rate)
+            results[name] = measure(_reward(args, store, root / name / "rm", seed), val)
+        gold = [str(gold_key_path(root / "noisy" / "round-1" / "answers.jsonl"))]
+        filtered = _reward(
+            args,
+            root / "noisy" / "store",
+            root / "noisy" / "rm-filtered",
+            seed,
+            gold=gold,
+            min_gold_accuracy=args.min_gold_accuracy,
+        )
+        results["filtered"] = measure(filtered, val)
     return results
 
 
@@ -172,6 +190,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sft", default="runs/demo/models/sft")
     parser.add_argument("--data", default="runs/demo/data")
+    parser.add_argument("--split", default="train2014", help="where the labelled answers come from")
+    parser.add_argument("--eval_split", default="val2014", help="where the reward models are measured")
+    parser.add_argument("--select_by", default="question", choices=["question", "answer"])
+    parser.add_argument("--parts", nargs="+", default=["selection", "gold"], choices=["selection", "gold"])
     parser.add_argument("--work", default="runs/bench-active")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget", type=int, default=1500, help="answers labelled per round (x2 rounds)")
@@ -188,22 +210,28 @@ def main() -> None:
 
     val = _val_set(args)
     per_seed = {seed: run_seed(args, seed, val) for seed in args.seeds}
-    names = ("random", "active", "clean", "noisy", "filtered")
-    summary = {n: [per_seed[s][n] for s in args.seeds] for n in names}
-    print(f"RM agreement with the true correctness on {len(val)} sampled val answers, {len(args.seeds)} seeds:")
-    for n in names:
-        values = summary[n]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        each = ", ".join(f"{100 * v:.1f}" for v in values)
-        print(f"  {n:<9} {100 * statistics.mean(values):5.1f} % +- {100 * std:.1f}   ({each})")
-    gain = [a - r for a, r in zip(summary["active"], summary["random"])]
-    lost = [c - n for c, n in zip(summary["clean"], summary["noisy"])]
-    recovered = [f - n for f, n in zip(summary["filtered"], summary["noisy"])]
-    print(f"active - random: {100 * statistics.mean(gain):+.1f} points (target >= +3)")
-    print(
-        f"lost to the bad annotator: {100 * statistics.mean(lost):.1f} points; "
-        f"recovered by gold filtering: {100 * statistics.mean(recovered):.1f} points (target: >= half)"
-    )
+    names = [n for n in ("random", "active", "clean", "noisy", "filtered") if n in per_seed[args.seeds[0]]]
+    print(f"Reward models on {len(val)} sampled {args.eval_split} answers, {len(args.seeds)} seeds:")  # noqa: T201
+    for metric in ("agreement", "pair_accuracy"):
+        for n in names:
+            values = [per_seed[s][n][metric] for s in args.seeds]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            each = ", ".join(f"{100 * v:.1f}" for v in values)
+            print(f"  {metric:<13} {n:<9} {100 * statistics.mean(values):5.1f} % +- {100 * std:.1f}   ({each})")  # noqa: T201
+
+    def mean_difference(a: str, b: str, metric: str) -> float:
+        return 100 * statistics.mean(per_seed[s][a][metric] - per_seed[s][b][metric] for s in args.seeds)
+
+    if "selection" in args.parts:
+        print(  # noqa: T201
+            f"active - random: {mean_difference('active', 'random', 'pair_accuracy'):+.1f} points of pair accuracy "
+            f"(target >= +3), {mean_difference('active', 'random', 'agreement'):+.1f} of agreement"
+        )
+    if "gold" in args.parts:
+        print(  # noqa: T201
+            f"lost to the bad annotator: {mean_difference('clean', 'noisy', 'agreement'):.1f} points; recovered by "
+            f"gold filtering: {mean_difference('filtered', 'noisy', 'agreement'):.1f} points (target: >= half)"
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from labeling.selection import STRATEGIES, select_answers
+from labeling.selection import STRATEGIES, UNITS, select_answers
 from vlm.data.vqa import load_vqa
 from vlm.eval.vqa import GenerationSettings, predict
 from vlm.labels.answers import answer_id, write_answers
@@ -59,6 +59,13 @@ class GenerateConfig(GenerationSettings):
             "help": "Keep only --budget answers of the pool: random, uncertainty (RM P(correct) nearest 0.5) or "
             "disagreement (questions whose samples disagree most).",
             "choices": list(STRATEGIES),
+        },
+    )
+    select_by: str = field(
+        default="question",
+        metadata={
+            "help": "--select chooses whole questions (every distinct sampled answer of each) or single answers.",
+            "choices": list(UNITS),
         },
     )
     budget: int | None = field(default=None, metadata={"help": "Answers to label, chosen by --select."})
@@ -151,7 +158,7 @@ def generate(cfg: GenerateConfig) -> dict:
         rm, rm_processor = load_reward_model(cfg.reward_model)
         score_records(rm, rm_processor, records, str(Path(cfg.reward_model).resolve()), cfg.batch_size)
     if cfg.select:
-        records = select_answers(records, cfg.select, cfg.budget, cfg.random_fraction, cfg.seed)
+        records = select_answers(records, cfg.select, cfg.budget, cfg.random_fraction, cfg.seed, cfg.select_by)
     if cfg.overwrite:  # the key's verdicts are for gold answers mixed among the answers being replaced
         stale_key = gold_key_path(cfg.out)
         if stale_key.is_file():

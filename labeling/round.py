@@ -22,6 +22,7 @@ from pathlib import Path
 from labeling.generate import GenerateConfig, generate
 from labeling.pull import PullConfig, pull
 from labeling.push import PushConfig, push
+from labeling.selection import UNITS
 from labeling.simulate import SimulateConfig, simulate
 from vlm.config_parsing import parse_config, record_config
 from vlm.data.errors import ServiceError
@@ -84,6 +85,7 @@ PLAN_FIELDS = (
     "error_rate",
     "seed",
     "budget",
+    "select_by",
     "random_fraction",
     "gold_rate",
     "error_rates",
@@ -112,6 +114,14 @@ class RoundConfig:
         metadata={
             "help": "Answers labelled this round, chosen from questions x samples (disagreement in round 1, "
             "reward-model uncertainty after); none: label them all."
+        },
+    )
+    select_by: str = field(
+        default="question",
+        metadata={
+            "help": "With a budget: choose whole questions (every distinct sampled answer of each, so the reward "
+            "model sees answers to one question side by side) or single answers.",
+            "choices": list(UNITS),
         },
     )
     random_fraction: float = field(default=0.1, metadata={"help": "Random slice on top of the budget (unbiased)."})
@@ -196,6 +206,7 @@ def run_round(cfg: RoundConfig) -> dict:
                 out=str(answers_file),
                 seed=cfg.seed + cfg.round - 1,  # another draw of questions each round
                 select=select,
+                select_by=cfg.select_by,
                 budget=cfg.budget,
                 random_fraction=cfg.random_fraction,
                 reward_model=cfg.reward_model,
@@ -225,6 +236,7 @@ def run_round(cfg: RoundConfig) -> dict:
     summary = {
         "round": cfg.round,
         "selection": select,
+        "select_by": cfg.select_by if select else None,
         "answers": str(answers_file),
         "store": str(store),
         "gold": gold,

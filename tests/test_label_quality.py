@@ -1,7 +1,9 @@
 """Gold answers, annotator quality and active selection of what to label (no server needed).
 
 Uncertainty picks exactly the answers nearest 0.5 on a hand-made table plus a random slice drawn from the rest, no
-duplicates, the same for a seed; disagreement picks the questions whose samples disagree most; gold answers have the
+duplicates, the same for a seed; disagreement picks the questions whose samples disagree most; by question, whole
+questions are taken (the random slice too), never more than the budget, and a question with two unsure answers
+comes before one with a single one; gold answers have the
 known verdict (VQA accuracy >= 0.9 or 0), questions the answers do not cover and the same fields as the model's
 answers; per-annotator gold accuracy, agreement and median lead time on a hand-made table, and a weighted vote that
 breaks a tie; a simulated annotator at 30 % error is flagged by gold accuracy (0.5-0.9 against 1.0 for the others).
@@ -50,7 +52,31 @@ def test_disagreement_picks_the_questions_whose_samples_disagree_most():
     assert {r["answer_id"] for r in picked} == {"a0", "a1", "a2", "a3"}
     picked = select_answers(records, "disagreement", budget=6, random_fraction=0.0)
     assert {r["answer_id"] for r in picked} == {f"a{i}" for i in range(6)}  # question 3 (no disagreement) last
-    assert len(select_answers(records, "random", budget=5, random_fraction=0.5)) == 7  # the pool holds only 7
+    assert len(select_answers(records, "random", budget=5, random_fraction=0.5, unit="answer")) == 7  # all 7
+
+
+def test_selection_by_question_takes_whole_questions_where_the_reward_model_is_least_sure():
+    # question 1: two answers the reward model is unsure of; question 2: one, as unsure; 3 and 4: sure
+    records = [_record(0, 1, 0.5), _record(1, 1, 0.45), _record(2, 2, 0.5), _record(3, 3, 0.95), _record(4, 3, 0.9)]
+    records += [_record(5, 4, 0.02)]
+    picked = select_answers(records, "uncertainty", budget=3, random_fraction=0.0, seed=0)
+    assert [r["answer_id"] for r in picked] == ["a0", "a1", "a2"]  # two unsure answers to one question first
+    picked = select_answers(records, "uncertainty", budget=2, random_fraction=1.0, seed=0)
+    assert [r["answer_id"] for r in picked[:2]] == ["a0", "a1"]
+    chosen = {r["question_id"] for r in picked}
+    for q in chosen:  # whole questions only, the random slice included
+        assert {r["answer_id"] for r in picked if r["question_id"] == q} == {
+            r["answer_id"] for r in records if r["question_id"] == q
+        }
+    assert len(picked) <= 4 and [r["selection"] for r in picked][2:] == ["random-slice"] * (len(picked) - 2)
+    for seed in range(10):  # a random draw of questions never splits one, nor overshoots the budget
+        drawn = select_answers(records, "random", budget=3, random_fraction=0.0, seed=seed)
+        assert len(drawn) <= 3 and all(
+            sum(r["question_id"] == q for r in drawn) == sum(r["question_id"] == q for r in records)
+            for q in {r["question_id"] for r in drawn}
+        )
+    with pytest.raises(ValueError, match="select_by must be one of"):
+        select_answers(records, "random", 3, unit="image")
 
 
 def _answers(synthetic_data, n: int) -> list[dict]:

@@ -6,20 +6,21 @@ real `accelerate launch --multi_gpu --num_processes 2 -m ppo` (2 gloo processes 
 paired with the wrong images gives approxkl > 1e-4, and with the guard on the run stops at its first update saying
 why, with no `summary.json`. Swapping the images of a batch changes the rollout log-probs, the policy logits, the
 values and the rewards. Rollouts are scored as reward training and `reward score` score the same text (1e-4), by a
-reward model with a head on the EOS and by one that reads the answer's likelihood. Before training, a reward model
-whose pick of 8 sampled answers is right less often than greedy decoding (one preferring the least likely answers,
-judged against the policy's own greedy answers) is refused with the figures, or trained against with a warning. With
-a fixed rule as reward (answers starting a-m score 1), the mean reward of the last 10 of 30 updates is above the
-first 10 by more than 0.15 (measured 0.48 -> 0.98), with GAE and with RLOO's group baseline, whose advantages are
-checked on hand-made scores. A run killed right after its update-2 checkpoint and resumed with `--resume` ends at
-the same step, draws the same rows, and its first resumed update's scores, KL, losses and approxkl equal the
-uninterrupted run's (1e-5), while a restart without `--resume` is refused. Held-out evaluation at updates 0, 2 and 3
-keeps the best one in `best/` and names it. A LoRA policy (reference = adapter disabled) on 2 processes ends with
-identical policy checksums on both ranks, and each update's `objective/scores` equals the mean over both ranks'
-rollouts in `samples.jsonl`. A reward model with another tokenizer, a folder that is not a checkpoint, a policy
-given as the reward model and an unknown key on the command line or in YAML each give one clear error and exit code
-2. The guards fire on a negative KL, identical answers and an answer length outside the band, and a run rewarded for
-ever shorter answers at a high learning rate stops, naming its last good checkpoint and writing no `summary.json`.
+reward model with a head on the EOS and by one that reads the answer's likelihood; `ground_truth_weight` adds
+exactly w x VQA accuracy to the reward model's score (nothing at 0). Before training, a reward model whose pick of 8
+sampled answers is right less often than greedy decoding (one preferring the least likely answers, judged against
+the policy's own greedy answers) is refused with the figures, or trained against with a warning. With a fixed rule
+as reward (answers starting a-m score 1), the mean reward of the last 10 of 30 updates is above the first 10 by more
+than 0.15 (measured 0.48 -> 0.98), with GAE and with RLOO's group baseline, whose advantages are checked on hand-
+made scores. A run killed right after its update-2 checkpoint and resumed with `--resume` ends at the same step,
+draws the same rows, and its first resumed update's scores, KL, losses and approxkl equal the uninterrupted run's
+(1e-5), while a restart without `--resume` is refused. Held-out evaluation at updates 0, 2 and 3 keeps the best one
+in `best/` and names it. A LoRA policy (reference = adapter disabled) on 2 processes ends with identical policy
+checksums on both ranks, and each update's `objective/scores` equals the mean over both ranks' rollouts in
+`samples.jsonl`. A reward model with another tokenizer, a folder that is not a checkpoint, a policy given as the
+reward model and an unknown key on the command line or in YAML each give one clear error and exit code 2. The guards
+fire on a negative KL, identical answers and an answer length outside the band, and a run rewarded for ever shorter
+answers at a high learning rate stops, naming its last good checkpoint and writing no `summary.json`.
 """
 
 from __future__ import annotations
@@ -372,6 +373,36 @@ def test_held_out_evaluation_keeps_the_best_checkpoint(tiny_checkpoint, syntheti
         3,
         3,
     ]
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_ground_truth_weight_adds_exactly_the_bonus(
+    weight, tiny_checkpoint, synthetic_data, likelihood_reward_checkpoint, tmp_path
+):
+    from ppo.data import left_pad
+
+    cfg = _config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "out",
+        reward_model_path=str(likelihood_reward_checkpoint),
+        ground_truth_weight=weight,
+    )
+    trainer = build_trainer(cfg)
+    rows = list(range(6))
+    examples = trainer.train_dataset[rows]
+    queries = left_pad(examples["input_ids"], trainer.pad_id)
+    images = trainer.store.inputs(torch.tensor(examples["image_idx"]), "cpu")
+    tokenizer, pad = trainer.tokenizer, trainer.pad_id
+    answers = [trainer.vqa[r]["multiple_choice_answer"] for r in rows]  # right answers: a bonus to add
+    responses = [tokenizer(" " + a)["input_ids"] + [tokenizer.eos_token_id] for a in answers]
+    width = max(map(len, responses))
+    responses = torch.tensor([r + [pad] * (width - len(r)) for r in responses])
+    with torch.no_grad():
+        out = trainer._scores(rows, responses, torch.cat([queries, responses], 1), images, queries.shape[1])
+    assert (out["vqa_accuracy"] > 0.5).all()
+    # The score PPO climbs: the reward model's alone at weight 0, plus the answer's VQA accuracy at weight 1.
+    assert torch.allclose(out["scores"], out["model_scores"] + weight * out["vqa_accuracy"])
 
 
 def _launch(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
