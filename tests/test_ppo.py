@@ -152,29 +152,36 @@ def test_images_condition_rollout_values_and_rewards(tiny_checkpoint, synthetic_
         assert not torch.allclose(rewards, last_token_score(trainer.reward_model, qr, swapped, pad, ctx))
 
 
+def _rollouts_of(trainer, rows: list[int], answers: list[str], padding: int = 0):
+    """Rollouts written by hand: the rows' left-padded prompts, each answer's tokens, EOS and `padding` pads.
+    Returns (query_responses, images, context_length)."""
+    from ppo.data import left_pad
+
+    examples = trainer.train_dataset[rows]
+    queries = left_pad(examples["input_ids"], trainer.pad_id)
+    images = trainer.store.inputs(torch.tensor(examples["image_idx"]), "cpu")
+    tokenizer, pad = trainer.tokenizer, trainer.pad_id
+    responses = [tokenizer(" " + a)["input_ids"] + [tokenizer.eos_token_id] for a in answers]
+    width = max(map(len, responses)) + padding
+    responses = torch.tensor([r + [pad] * (width - len(r)) for r in responses])
+    return torch.cat([queries, responses], 1), images, queries.shape[1]
+
+
 @pytest.mark.parametrize("readout", ["eos", "likelihood"])
 def test_rollouts_are_scored_as_reward_training_scores_them(
     readout, tiny_checkpoint, synthetic_data, reward_checkpoint, likelihood_reward_checkpoint, tmp_path
 ):
     from transformers import AutoProcessor
 
-    from ppo.data import left_pad
     from vlm.model.reward_scoring import score_answers
 
     rm_path = reward_checkpoint if readout == "eos" else likelihood_reward_checkpoint
     cfg = _config(tiny_checkpoint, synthetic_data, tmp_path / "out", reward_model_path=str(rm_path))
     trainer = build_trainer(cfg)
     rows = list(range(6))
-    examples = trainer.train_dataset[rows]
-    queries = left_pad(examples["input_ids"], trainer.pad_id)
-    images = trainer.store.inputs(torch.tensor(examples["image_idx"]), "cpu")
-    tokenizer, pad = trainer.tokenizer, trainer.pad_id
     answers = ["2", "red", "yes", "two circles", "no", "blue"]
-    responses = [tokenizer(" " + a)["input_ids"] + [tokenizer.eos_token_id] for a in answers]
-    width = max(map(len, responses)) + 2  # padding after the EOS, as rollouts have it
-    responses = torch.tensor([r + [pad] * (width - len(r)) for r in responses])
-    query_responses = torch.cat([queries, responses], 1)
-    ctx, eos = queries.shape[1], tokenizer.eos_token_id
+    query_responses, images, ctx = _rollouts_of(trainer, rows, answers, padding=2)  # pads after EOS, as rollouts
+    pad, eos = trainer.pad_id, trainer.tokenizer.eos_token_id
     with torch.no_grad():
         rewards = reward_score(trainer.reward_model, query_responses, images, pad, eos, ctx)
         swapped = {k: v.roll(1, 0) for k, v in images.items()}
@@ -379,8 +386,6 @@ def test_held_out_evaluation_keeps_the_best_checkpoint(tiny_checkpoint, syntheti
 def test_ground_truth_weight_adds_exactly_the_bonus(
     weight, tiny_checkpoint, synthetic_data, likelihood_reward_checkpoint, tmp_path
 ):
-    from ppo.data import left_pad
-
     cfg = _config(
         tiny_checkpoint,
         synthetic_data,
@@ -390,16 +395,10 @@ def test_ground_truth_weight_adds_exactly_the_bonus(
     )
     trainer = build_trainer(cfg)
     rows = list(range(6))
-    examples = trainer.train_dataset[rows]
-    queries = left_pad(examples["input_ids"], trainer.pad_id)
-    images = trainer.store.inputs(torch.tensor(examples["image_idx"]), "cpu")
-    tokenizer, pad = trainer.tokenizer, trainer.pad_id
     answers = [trainer.vqa[r]["multiple_choice_answer"] for r in rows]  # right answers: a bonus to add
-    responses = [tokenizer(" " + a)["input_ids"] + [tokenizer.eos_token_id] for a in answers]
-    width = max(map(len, responses))
-    responses = torch.tensor([r + [pad] * (width - len(r)) for r in responses])
+    query_responses, images, ctx = _rollouts_of(trainer, rows, answers)
     with torch.no_grad():
-        out = trainer._scores(rows, responses, torch.cat([queries, responses], 1), images, queries.shape[1])
+        out = trainer._scores(rows, query_responses[:, ctx:], query_responses, images, ctx)
     assert (out["vqa_accuracy"] > 0.5).all()
     # The score PPO climbs: the reward model's alone at weight 0, plus the answer's VQA accuracy at weight 1.
     assert torch.allclose(out["scores"], out["model_scores"] + weight * out["vqa_accuracy"])
