@@ -160,12 +160,12 @@ def test_init_model_bad_input(tmp_path, capsys):
     assert not (tmp_path / "y").exists()
 
 
+SMALL_DATA = ["--train", "4", "--val", "2", "--feedback", "2", "--dev", "0"]
+
+
 def test_data_commands(tmp_path, capsys):
     out = tmp_path / "d"
-    assert (
-        main(["data", "synth", "--config", "configs/demo/data.yaml", "--out", str(out), "--train", "4", "--val", "2"])
-        == 0
-    )
+    assert main(["data", "synth", "--config", "configs/demo/data.yaml", "--out", str(out), *SMALL_DATA]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert main(["data", "check", "--data", str(out), "--split", "val2014", "--verify-images"]) == 0
     summary = json.loads(capsys.readouterr().out)

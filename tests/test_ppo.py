@@ -421,6 +421,10 @@ def _flags(tiny_checkpoint, synthetic_data, reward_checkpoint, out, *extra) -> l
         str(reward_checkpoint),
         "--data_dir",
         str(synthetic_data),
+        "--train_split",  # the demo's feedback and dev splits: the test data has train and val only
+        "train2014",
+        "--eval_split",
+        "val2014",
         "--output_dir",
         str(out),
         "--vision_feature_cache",
