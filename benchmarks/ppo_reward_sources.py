@@ -99,7 +99,12 @@ def main() -> None:
             }
         )
     start = evaluated["start"]
-    results = {"start": start["accuracy"], "start_per_type": start["accuracy_by_question_type"], "arms": rows}
+    results = {
+        "start": start["accuracy"],
+        "start_per_type": start["accuracy_by_question_type"],
+        "questions": start["questions"],
+        "arms": rows,
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "report.md").write_text(_report(results, args))
     print((out / "report.md").read_text())  # noqa: T201 (a script)
@@ -116,7 +121,7 @@ def _report(results: dict, args) -> str:
     types = list(results["start_per_type"])
     lines = [
         f"Start `{args.start}`, reward model `{args.reward_model}`, held-out `{args.data}` {args.eval_split} "
-        f"({args.eval_limit} questions), config `{args.config}`.",
+        f"({results['questions']} questions), config `{args.config}`.",
         "",
         "| arm | held-out at each evaluation | final | gain | best | final KL | " + " | ".join(types) + " | s |",
         "|---|---|---|---|---|---|" + "---|" * len(types) + "---|",
