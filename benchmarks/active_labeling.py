@@ -34,6 +34,7 @@ from reward.config import RewardConfig
 from reward.train import train as train_reward
 from vlm.data.images import load_image
 from vlm.data.vqa import load_vqa
+from vlm.eval.best_of_n import within_question_pair_accuracy
 from vlm.eval.metrics import vqa_accuracy
 from vlm.labels.answers import read_answers
 from vlm.labels.gold import gold_key_path
@@ -134,20 +135,13 @@ def measure(rm_dir: Path, val: list[dict]) -> dict:
     images = [load_image(r["image"]) for r in val]
     logits = score_answers(model, processor, images, [r["question"] for r in val], [r["answer"] for r in val], 128)
     truth = torch.tensor([r["truth"] for r in val])
-    by_question: dict[int, list[int]] = {}
-    for i, r in enumerate(val):
-        by_question.setdefault(r["question_id"], []).append(i)
-    wins = [
-        logits[i] > logits[j] if truth[i] > truth[j] else logits[j] > logits[i]
-        for rows in by_question.values()
-        for k, i in enumerate(rows)
-        for j in rows[k + 1 :]
-        if truth[i] != truth[j]
-    ]
+    pair_accuracy, pairs = within_question_pair_accuracy(
+        logits.tolist(), truth.tolist(), [r["question_id"] for r in val]
+    )
     return {
         "agreement": float(((logits >= 0).long() == truth).float().mean()),
-        "pair_accuracy": float(torch.tensor(wins, dtype=torch.float).mean()) if wins else float("nan"),
-        "pairs": len(wins),
+        "pair_accuracy": pair_accuracy,
+        "pairs": pairs,
     }
 
 

@@ -4,7 +4,7 @@ The metrics of two checkpoints equal `vlm/eval/metrics.py` applied by hand to th
 without annotations gets predictions only; a folder that is not a VLM is refused before anything loads; answers are
 cut at EOS or a newline and over-long ones counted; repeated `--model` flags are merged. With `--reward_model` and
 `--reference`: the mean score equals the reward model applied by hand to the predictions, and the KL of a
-checkpoint to itself is 0, of a nudged copy > 0.
+checkpoint to itself is 0, of a nudged copy > 0. Within-question pair accuracy on a hand-made table.
 """
 
 from __future__ import annotations
@@ -155,3 +155,16 @@ def test_eval_reports_reward_score_and_kl_to_a_reference(tiny_checkpoint, synthe
     ).mean()
     assert nudged["metrics"]["reward_score"] == pytest.approx(float(by_hand), abs=1e-5)
     assert "Reward and KL" in (out / "report.md").read_text() and "KL to the reference" in capsys.readouterr().out
+
+
+def test_within_question_pair_accuracy_on_a_hand_made_table():
+    """Pairs are formed only inside a question and only where the truth differs; a tie in score is wrong."""
+    from vlm.eval.best_of_n import within_question_pair_accuracy
+
+    # question a: 3 answers (truth 1, 0, 0.3): pairs (0,1) right, (0,2) right, (1,2) wrong; question b: a tie
+    scores = [2.0, 1.0, 0.5, 0.7, 0.7, 9.0]
+    truth = [1.0, 0.0, 0.3, 1.0, 0.0, 1.0]
+    questions = ["a", "a", "a", "b", "b", "c"]
+    accuracy, pairs = within_question_pair_accuracy(scores, truth, questions)
+    assert pairs == 4 and accuracy == pytest.approx(2 / 4)
+    assert within_question_pair_accuracy([1.0], [1.0], ["a"])[1] == 0

@@ -21,6 +21,22 @@ def _mean(values) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
 
+def within_question_pair_accuracy(scores: Sequence[float], truth: Sequence[float], questions: Sequence) -> tuple:
+    """How often the higher score goes to the truly better of two answers to the same question, over every such
+    pair whose truth differs (a tie in score counts as wrong): (accuracy, pairs); nan when there is none."""
+    groups: dict = {}
+    for i, q in enumerate(questions):
+        groups.setdefault(q, []).append(i)
+    wins = [
+        (scores[i] - scores[j]) * (truth[i] - truth[j]) > 0
+        for rows in groups.values()
+        for k, i in enumerate(rows)
+        for j in rows[k + 1 :]
+        if truth[i] != truth[j]
+    ]
+    return _mean(wins), len(wins)
+
+
 def best_of_n(
     policy,
     processor,
@@ -48,10 +64,9 @@ def best_of_n(
     scores = score_answers(reward_model, reward_processor, repeated, asked, texts, batch_size).view(-1, n)
     truth = torch.tensor([vqa_accuracy(t, human_answers[i // n]) for i, t in enumerate(texts)]).view(-1, n)
     picked = truth.gather(1, scores.argmax(1, keepdim=True))[:, 0]
-    wins = []
-    for s, t in zip(scores.tolist(), truth.tolist()):
-        wins += [(s[i] > s[j]) == (t[i] > t[j]) for i in range(n) for j in range(i + 1, n) if t[i] != t[j]]
-    pair_accuracy = _mean(wins)
+    pair_accuracy, pairs = within_question_pair_accuracy(
+        scores.flatten().tolist(), truth.flatten().tolist(), [i // n for i in range(len(texts))]
+    )
     return {
         "questions": len(questions),
         "n": n,
@@ -61,8 +76,8 @@ def best_of_n(
         "best_of_n_by_reward": float(picked.mean()),
         "best_of_n_by_truth": float(truth.max(1).values.mean()),
         "pair_accuracy": pair_accuracy,
-        "pair_accuracy_se": math.sqrt(pair_accuracy * (1 - pair_accuracy) / len(wins)) if wins else float("nan"),
-        "pairs": len(wins),
+        "pair_accuracy_se": math.sqrt(pair_accuracy * (1 - pair_accuracy) / pairs) if pairs else float("nan"),
+        "pairs": pairs,
         "score_spread_within_question": float(scores.std(1).mean()),
         "score_spread_across_questions": float(scores.mean(1).std()),
     }
