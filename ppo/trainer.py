@@ -362,6 +362,7 @@ class VLMPPOTrainer(PPOTrainer):
             "log_history": self.state.log_history,
             "best": self.best,
             "start_length": self.start_length,
+            "reward_check": getattr(self, "reward_check", None),  # measured once, at the start of the run
             "world_size": acc.num_processes,
         }
         return checkpoints.save_checkpoint(
@@ -385,6 +386,7 @@ class VLMPPOTrainer(PPOTrainer):
                 self.lr_scheduler.step()
         self.state.log_history = state["log_history"]
         self.best, self.start_length = state["best"], state["start_length"]
+        self.reward_check = state.get("reward_check")
         self.resumed_from = str(last)
         logger.info("resumed from %s at update %d", last, state["global_step"])
         return state["global_step"]

@@ -14,13 +14,14 @@ as reward (answers starting a-m score 1), the mean reward of the last 10 of 30 u
 than 0.15 (measured 0.48 -> 0.98), with GAE and with RLOO's group baseline, whose advantages are checked on hand-
 made scores. A run killed right after its update-2 checkpoint and resumed with `--resume` ends at the same step,
 draws the same rows, and its first resumed update's scores, KL, losses and approxkl equal the uninterrupted run's
-(1e-5), while a restart without `--resume` is refused. Held-out evaluation at updates 0, 2 and 3 keeps the best one
-in `best/` and names it. A LoRA policy (reference = adapter disabled) on 2 processes ends with identical policy
-checksums on both ranks, and each update's `objective/scores` equals the mean over both ranks' rollouts in
-`samples.jsonl`. A reward model with another tokenizer, a folder that is not a checkpoint, a policy given as the
-reward model and an unknown key on the command line or in YAML each give one clear error and exit code 2. The guards
-fire on a negative KL, identical answers and an answer length outside the band, and a run rewarded for ever shorter
-answers at a high learning rate stops, naming its last good checkpoint and writing no `summary.json`.
+(1e-5) and it reports the reward check made when the run started, while a restart without `--resume` is refused.
+Held-out evaluation at updates 0, 2 and 3 keeps the best one in `best/` and names it. A LoRA policy (reference =
+adapter disabled) on 2 processes ends with identical policy checksums on both ranks, and each update's
+`objective/scores` equals the mean over both ranks' rollouts in `samples.jsonl`. A reward model with another
+tokenizer, a folder that is not a checkpoint, a policy given as the reward model and an unknown key on the command
+line or in YAML each give one clear error and exit code 2. The guards fire on a negative KL, identical answers and
+an answer length outside the band, and a run rewarded for ever shorter answers at a high learning rate stops, naming
+its last good checkpoint and writing no `summary.json`.
 """
 
 from __future__ import annotations
@@ -308,7 +309,8 @@ class KillAfterFirstCheckpoint(TrainerCallback):
 
 def test_resumed_run_matches_an_uninterrupted_one(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
     """Killed right after its update-2 checkpoint and resumed with `--resume`, a run ends at the same step, draws the
-    same rows, and its first resumed update matches the uninterrupted run's; a restart without `--resume` is refused."""
+    same rows, its first resumed update matches the uninterrupted run's and it reports the reward check made when the
+    run started; a restart without `--resume` is refused."""
 
     def config(out, **kw):
         return _config(
@@ -342,6 +344,8 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_checkpoint, synthetic_dat
         assert first_resumed[key] == pytest.approx(first_whole[key], abs=1e-5), key
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["updates"] == 4
+    whole_summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert summary["reward_check"] == whole_summary["reward_check"] is not None  # measured at the start, kept
 
 
 def test_held_out_evaluation_keeps_the_best_checkpoint(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path):
