@@ -28,7 +28,7 @@ from vlm.config_parsing import parse_config, record_config
 from vlm.data.vqa import load_vqa
 from vlm.io import atomic_write_json
 from vlm.model.builder import check_checkpoint, load_vlm
-from vlm.model.modeling_vlm import VLMForSequenceClassification
+from vlm.model.modeling_vlm import VLMForSequenceClassification, VLMPreTrainedModel
 from vlm.model.reward_scoring import reward_model_class
 from vlm.training.adaptation import language_model_lora, trainable_parameters
 from vlm.training.feature_bank import vision_fingerprint
@@ -37,9 +37,10 @@ from vlm.training.resume import SUMMARY, refuse_if_complete
 logger = logging.getLogger(__name__)
 
 
-def load_scorer(path: str, role: str, policy_processor) -> tuple[VLMForSequenceClassification, object]:
-    """A reward/value model that reads exactly the policy's token ids and image positions, or a clear error. The
-    value model may start from any VLM checkpoint (its score head is trained by PPO)."""
+def load_scorer(path: str, role: str, policy_processor) -> tuple[VLMPreTrainedModel, object]:
+    """A reward/value model that reads exactly the policy's token ids and image positions, or a clear error: the
+    reward model as the class it was saved from (`reward_model_class`), the value model as a
+    `VLMForSequenceClassification`, which may start from any VLM checkpoint (its score head is trained by PPO)."""
     check_checkpoint(path, "reward model" if role == "reward model" else None)
     processor = AutoProcessor.from_pretrained(path)
     mine, theirs = policy_processor.tokenizer, processor.tokenizer

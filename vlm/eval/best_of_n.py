@@ -17,10 +17,6 @@ from vlm.model.generation import answer_questions
 from vlm.model.reward_scoring import score_answers
 
 
-def _mean(values) -> float:
-    return float(sum(values) / len(values)) if values else float("nan")
-
-
 def within_question_pair_accuracy(scores: Sequence[float], truth: Sequence[float], questions: Sequence) -> tuple:
     """How often the higher score goes to the truly better of two answers to the same question, over every such
     pair whose truth differs (a tie in score counts as wrong): (accuracy, pairs); nan when there is none."""
@@ -34,7 +30,7 @@ def within_question_pair_accuracy(scores: Sequence[float], truth: Sequence[float
         for j in rows[k + 1 :]
         if truth[i] != truth[j]
     ]
-    return _mean(wins), len(wins)
+    return (sum(wins) / len(wins) if wins else float("nan")), len(wins)
 
 
 def best_of_n(
@@ -71,7 +67,7 @@ def best_of_n(
         "questions": len(questions),
         "n": n,
         "temperature": temperature,
-        "greedy": _mean([vqa_accuracy(a.text, h) for a, h in zip(greedy, human_answers)]),
+        "greedy": float(torch.tensor([vqa_accuracy(a.text, h) for a, h in zip(greedy, human_answers)]).mean()),
         "random_sample": float(truth[:, 0].mean()),
         "best_of_n_by_reward": float(picked.mean()),
         "best_of_n_by_truth": float(truth.max(1).values.mean()),
