@@ -385,9 +385,16 @@ def test_gold_filtering_drops_a_careless_annotator(tiny_checkpoint, synthetic_da
     assert quality["good1"]["gold_accuracy"] == quality["good2"]["gold_accuracy"] == 1.0
     assert 0.5 < quality["careless"]["gold_accuracy"] < 0.85
 
-    plain = _config(tiny_checkpoint, tmp_path / "labels", tmp_path / "plain")
+    # The EOS head, whose score gap is all the labels teach it: the likelihood readout starts from the policy's own
+    # separation of answers, so the gap measures the labels' noise less directly (seen 5.9 -> 6.9 in one CI run).
+    plain = _config(tiny_checkpoint, tmp_path / "labels", tmp_path / "plain", readout="eos")
     filtered = _config(
-        tiny_checkpoint, tmp_path / "labels", tmp_path / "filtered", gold=[str(key_file)], min_gold_accuracy=0.85
+        tiny_checkpoint,
+        tmp_path / "labels",
+        tmp_path / "filtered",
+        gold=[str(key_file)],
+        min_gold_accuracy=0.85,
+        readout="eos",
     )
 
     def truth_share(cfg):
