@@ -29,7 +29,7 @@ from vlm.data.vqa import load_vqa
 from vlm.io import atomic_write_json
 from vlm.model.builder import check_checkpoint, load_vlm
 from vlm.model.modeling_vlm import VLMForSequenceClassification, VLMPreTrainedModel
-from vlm.model.reward_scoring import reward_model_class
+from vlm.model.reward_scoring import check_reads_like_policy, reward_model_class
 from vlm.training.adaptation import language_model_lora, trainable_parameters
 from vlm.training.feature_bank import vision_fingerprint
 from vlm.training.resume import SUMMARY, refuse_if_complete
@@ -43,22 +43,7 @@ def load_scorer(path: str, role: str, policy_processor) -> tuple[VLMPreTrainedMo
     `VLMForSequenceClassification`, which may start from any VLM checkpoint (its score head is trained by PPO)."""
     check_checkpoint(path, "reward model" if role == "reward model" else None)
     processor = AutoProcessor.from_pretrained(path)
-    mine, theirs = policy_processor.tokenizer, processor.tokenizer
-    if mine.get_vocab() != theirs.get_vocab():
-        raise ValueError(
-            f"the {role} {path} has another tokenizer than the policy ({len(theirs)} vs {len(mine)} tokens, or "
-            "other ids): it would read the policy's answers as other words; train it from the same SFT checkpoint"
-        )
-    if (processor.image_token, processor.image_token_id, processor.num_image_tokens) != (
-        policy_processor.image_token,
-        policy_processor.image_token_id,
-        policy_processor.num_image_tokens,
-    ):
-        raise ValueError(
-            f"the {role} {path} marks images as {processor.image_token!r} (id {processor.image_token_id}) x "
-            f"{processor.num_image_tokens}, the policy as {policy_processor.image_token!r} (id "
-            f"{policy_processor.image_token_id}) x {policy_processor.num_image_tokens}"
-        )
+    check_reads_like_policy(processor, policy_processor, path, role)
     model_class = reward_model_class(path) if role == "reward model" else VLMForSequenceClassification
     model = model_class.from_pretrained(path)
     if model.config.num_labels != 1:

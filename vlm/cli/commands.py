@@ -38,6 +38,11 @@ COMMANDS = {
         "stage 3: `reward train` (reward model from the label store), `reward score` (P(correct) per answer)",
     ),
     "ppo": ("ppo.train", "main", "stage 4: image-conditioned PPO against the reward model (TRL + accelerate)"),
+    "grpo": (
+        "grpo.train",
+        "main",
+        "stage 4 without a critic: TRL's GRPO against the same image reward model (PPO's alternative)",
+    ),
     "instruct": ("sft.instruct", "main", "stage 5: LLaVA-style instruction tuning on conversations (TRL SFTTrainer)"),
 }
 

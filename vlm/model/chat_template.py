@@ -48,6 +48,28 @@ VICUNA_V1_TEMPLATE = (
 )
 
 
+# The VQA prompt of every stage (`vlm.model.generation.vqa_prompt`: `Q: <image> {question} A:`) as a chat template,
+# for trainers that take conversations (TRL's GRPOTrainer): a user turn renders exactly as `vqa_prompt` does, an
+# assistant turn as the SFT target (` {answer}{eos}`). Only lent to such a trainer, never saved with a checkpoint.
+VQA_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}"
+    "{%- set n_images = 0 -%}{%- set text = message['content'] -%}"
+    "{%- else -%}"
+    "{%- set n_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
+    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}"
+    "{%- endif -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{{- 'Q: ' + '<image> ' * n_images + text | trim + ' A:' -}}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{- ' ' + text | trim + eos_token -}}"
+    "{%- else -%}"
+    "{{- raise_exception('VQA turns are user and assistant; got ' + message['role']) -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
 def ensure_chat_template(processor) -> bool:
     """Give a processor without a chat template (a stage-1 or PPO checkpoint) the Vicuna-v1 one. Returns whether
     it was added."""

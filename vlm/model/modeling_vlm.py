@@ -125,6 +125,10 @@ class VLMModel(VLMPreTrainedModel):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if pixel_values is not None and vision_features is not None:
             raise ValueError("Pass either pixel_values or precomputed vision_features, not both")
+        if pixel_values is not None and pixel_values.dim() == 3:
+            # Cached features `[B, N, D]` where pixels `[B, C, H, W]` go: TRL's GRPOTrainer carries every image
+            # from the processor to each forward under `pixel_values` (grpo/trainer.py).
+            pixel_values, vision_features = None, pixel_values
         has_image = pixel_values is not None or vision_features is not None
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)  # [B, T, D_text]

@@ -78,6 +78,27 @@ def reward_model_class(path: str | Path) -> type:
     return VLMForSequenceClassification
 
 
+def check_reads_like_policy(processor, policy_processor, path: str | Path, role: str) -> None:
+    """Refuse a scorer (`role` at `path`) whose processor would read the policy's token ids or image positions
+    otherwise than the policy's does."""
+    mine, theirs = policy_processor.tokenizer, processor.tokenizer
+    if mine.get_vocab() != theirs.get_vocab():
+        raise ValueError(
+            f"the {role} {path} has another tokenizer than the policy ({len(theirs)} vs {len(mine)} tokens, or "
+            "other ids): it would read the policy's answers as other words; train it from the same SFT checkpoint"
+        )
+    if (processor.image_token, processor.image_token_id, processor.num_image_tokens) != (
+        policy_processor.image_token,
+        policy_processor.image_token_id,
+        policy_processor.num_image_tokens,
+    ):
+        raise ValueError(
+            f"the {role} {path} marks images as {processor.image_token!r} (id {processor.image_token_id}) x "
+            f"{processor.num_image_tokens}, the policy as {policy_processor.image_token!r} (id "
+            f"{policy_processor.image_token_id}) x {policy_processor.num_image_tokens}"
+        )
+
+
 def load_reward_model(path: str | Path, flag: str | None = None):
     """A trained reward model (one output) on the best device, and its processor; a clear error otherwise
     (`flag`: the option that named `path`)."""

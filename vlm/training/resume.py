@@ -151,6 +151,6 @@ def run_facts(cfg, trainer, resumed_from, seconds: float) -> dict:
         "trainable_parameters": trainable,
         "parameters": total,
         "lora": cfg.lora,
-        "cache_vision_features": cfg.cache_vision_features,
+        "cache_vision_features": getattr(cfg, "cache_vision_features", None),  # RL stages: vision_inputs
         "world_size": trainer.accelerator.num_processes,
     }
