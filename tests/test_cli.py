@@ -203,6 +203,12 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
         "report_to: none\ndisable_tqdm: true\nkl_budget: 5.0\ntrain_split: feedback2014\neval_split: dev2014\n"
         "reward_check: warn\n"  # a 30-step policy's reward model may well rank below greedy: trained anyway
     )
+    grpo_cfg = tmp_path / "grpo.yaml"
+    grpo_cfg.write_text(
+        "max_steps: 3\nnum_generations: 4\nper_device_train_batch_size: 8\ngradient_accumulation_steps: 2\n"
+        "per_device_eval_batch_size: 8\nlearning_rate: 1.0e-4\neval_strategy: steps\neval_steps: 2\neval_limit: 12\n"
+        "save_strategy: 'no'\nreport_to: none\ndisable_tqdm: true\ntrain_split: feedback2014\neval_split: dev2014\n"
+    )
     instruct_cfg = tmp_path / "instruct.yaml"
     instruct_cfg.write_text(
         "max_steps: 20\nper_device_train_batch_size: 8\nlearning_rate: 3.0e-3\neval_limit: 4\n"
@@ -215,7 +221,8 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     argv += ["--labeling_config", str(labeling_cfg)]
     argv += ["--instruct_config", str(instruct_cfg)]
     argv += ["--data_config", str(data_cfg), "--model_config", str(model_cfg), "--sft_config", str(sft_cfg)]
-    argv += ["--reward_config", str(reward_cfg), "--ppo_config", str(ppo_cfg), "--ppo_from_sft_checkpoint", ""]
+    argv += ["--reward_config", str(reward_cfg), "--ppo_config", str(ppo_cfg), "--rl_from_sft_checkpoint", ""]
+    argv += ["--rl", "both", "--grpo_config", str(grpo_cfg)]
     argv += ["--examples", "5"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -250,7 +257,10 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert rl["sft"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6) and rl["ppo"]["kl_to_reference"] > 0
     # each model's answers are scored: the mean reward-model logit (checked against a hand computation in test_eval;
     # at this size three PPO updates may leave the answers, and so the mean, unchanged)
-    assert all(math.isfinite(rl[m]["reward_score"]) for m in ("sft", "ppo")) and "KL to PPO's start" in printed
+    assert all(math.isfinite(rl[m]["reward_score"]) for m in ("sft", "ppo")) and "KL to the RL start" in printed
+    grpo = summary["grpo"]  # GRPO beside PPO (`rl: both`): same start, reward model and prompts, one table
+    assert grpo["updates"] == 3 and grpo["best"]["step"] in (0, 2, 3) and rl["grpo"]["kl_to_reference"] > 0
+    assert "GRPO from" in printed and "wall time (s)" in printed and "what color is the" in printed
     assert "Reward and KL" in (tmp_path / "run/eval-rl/report.md").read_text()
     instruct = summary["instruct"]  # stage 5: instruction tuning of the PPO policy, start vs end with chat metrics
     assert instruct["steps"] == 20 and instruct["start"] == summary["models"]["ppo"]

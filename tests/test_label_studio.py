@@ -436,7 +436,7 @@ def test_pipeline_pushes_to_label_studio_and_waits_for_people(label_studio, tmp_
         "save_strategy: 'no'\nreport_to: none\n"
     )
     pipeline_cfg = tmp_path / "pipeline.yaml"
-    pipeline_cfg.write_text("label_rounds: 1\nppo_from_sft_checkpoint: null\n")
+    pipeline_cfg.write_text("label_rounds: 1\nrl_from_sft_checkpoint: null\n")
     settings = {
         "url": label_studio.url,
         "project": PROJECT,

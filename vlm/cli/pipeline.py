@@ -4,8 +4,9 @@ would run it) and each handing over through files.
 Synthesise the data, build the initial model, SFT it on the train split, evaluate the initial and the SFT model
 side by side on the val split, collect correctness labels for the SFT model's sampled answers (`label round`:
 simulated annotators, or Label Studio when the labeling config sets `label_studio: {url: ...}`), train the reward
-model on them, optimise the SFT policy against it with PPO, evaluate SFT and PPO side by side (VQA accuracy, reward
-score, KL), then instruction-tune the PPO policy and evaluate it with the chat metrics. Each step is skipped when
+model on them, optimise the SFT policy against it with PPO, GRPO or both (`rl`), evaluate SFT and the RL policies
+side by side (VQA accuracy, reward score, KL, wall time), then instruction-tune the RL policy (PPO's when both ran)
+and evaluate it with the chat metrics. Each step is skipped when
 its output is already complete, so an interrupted pipeline resumes where it stopped (interrupted SFT, reward and
 PPO runs resume from their last checkpoint; labels already pulled stay in the append-only store).
 
@@ -32,6 +33,7 @@ from vlm.synthetic.instruct_mix import mix_file
 from vlm.training.resume import SUMMARY, is_complete
 
 logger = logging.getLogger(__name__)
+RL_CHOICES = {"ppo": ("ppo",), "grpo": ("grpo",), "both": ("ppo", "grpo")}
 
 
 @dataclass
@@ -47,11 +49,19 @@ class PipelineConfig:
         default=1, metadata={"help": "Rounds of label -> train RM -> select the next answers with that RM."}
     )
     reward_config: str = field(default="configs/demo/reward.yaml", metadata={"help": "`reward train` config."})
+    rl: str = field(
+        default="ppo",
+        metadata={
+            "help": "Stage 4's algorithm: ppo (critic), grpo (group baseline) or both, side by side.",
+            "choices": list(RL_CHOICES),
+        },
+    )
     ppo_config: str = field(default="configs/demo/ppo.yaml", metadata={"help": "`ppo` config (stage 4)."})
-    ppo_from_sft_checkpoint: str | None = field(
+    grpo_config: str = field(default="configs/demo/grpo.yaml", metadata={"help": "`grpo` config (stage 4)."})
+    rl_from_sft_checkpoint: str | None = field(
         default=None,
         metadata={
-            "help": "Start PPO from this checkpoint of the SFT run (e.g. checkpoint-500: an earlier, less "
+            "help": "Start PPO/GRPO from this checkpoint of the SFT run (e.g. checkpoint-500: an earlier, less "
             "certain policy); default: the final SFT model."
         },
     )
@@ -62,6 +72,11 @@ class PipelineConfig:
         default="configs/demo/instruct.yaml", metadata={"help": "`instruct` config (stage 5)."}
     )
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N val questions only."})
+
+    def __post_init__(self):
+        if self.rl not in RL_CHOICES:
+            raise ValueError(f"rl must be one of {list(RL_CHOICES)}, got {self.rl!r}")
+
     examples: int = field(default=8, metadata={"help": "Validation answers shown per model."})
     max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit in evaluation."})
 
@@ -204,30 +219,35 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     labels, reward_dir = _labels_and_reward(cfg, run, sft_dir)
     reward_summary = _summary(reward_dir)
 
-    ppo_dir = run.model("ppo")
-    ppo_start = sft_dir / cfg.ppo_from_sft_checkpoint if cfg.ppo_from_sft_checkpoint else sft_dir
-    if cfg.ppo_from_sft_checkpoint and not ppo_start.is_dir():
+    rl_start = sft_dir / cfg.rl_from_sft_checkpoint if cfg.rl_from_sft_checkpoint else sft_dir
+    if cfg.rl_from_sft_checkpoint and not rl_start.is_dir():
         raise ValueError(
-            f"ppo_from_sft_checkpoint: {ppo_start} is not a checkpoint of the SFT run (keep it with "
+            f"rl_from_sft_checkpoint: {rl_start} is not a checkpoint of the SFT run (keep it with "
             "save_total_limit in the SFT config)"
         )
-    check_checkpoint(ppo_start, "policy", "ppo_from_sft_checkpoint")
-    if not is_complete(ppo_dir):
-        run_command(
-            "ppo",
-            ["--config", cfg.ppo_config, *_flags(sft_model_path=ppo_start, reward_model_path=reward_dir)]
-            + _flags(data_dir=data_dir, output_dir=ppo_dir, resume="true", vision_feature_cache=run.features),
-        )
-    ppo_summary = _summary(ppo_dir)
+    check_checkpoint(rl_start, "policy", "rl_from_sft_checkpoint")
+    rl_models = {"sft": sft_dir} | ({"rl-start": rl_start} if rl_start != sft_dir else {})
+    rl_summaries = {}
+    for algorithm in RL_CHOICES[cfg.rl]:
+        out = run.model(algorithm)
+        if not is_complete(out):
+            config = cfg.ppo_config if algorithm == "ppo" else cfg.grpo_config
+            run_command(
+                algorithm,
+                ["--config", config, *_flags(sft_model_path=rl_start, reward_model_path=reward_dir)]
+                + _flags(data_dir=data_dir, output_dir=out, resume="true", vision_feature_cache=run.features),
+            )
+        rl_summaries[algorithm] = _summary(out) | {"start": str(rl_start), "output_dir": str(out)}
+        rl_models[algorithm] = out
+        best = rl_summaries[algorithm]["best"]
+        if best and best["step"] != rl_summaries[algorithm]["updates"]:  # the held-out best is not the final policy
+            rl_models[f"{algorithm}-best"] = Path(best["path"])
     rl_eval_dir = run.eval("eval-rl")
-    rl_models = {"sft": sft_dir} | ({"ppo-start": ppo_start} if ppo_start != sft_dir else {}) | {"ppo": ppo_dir}
-    best = ppo_summary["best"]
-    if best and best["step"] != ppo_summary["updates"]:  # the held-out best is not the final policy: show both
-        rl_models["ppo-best"] = Path(best["path"])
     rl_report = _evaluation(
-        cfg, rl_models, data_dir, rl_eval_dir, reward_model=str(reward_dir), reference=str(ppo_start)
+        cfg, rl_models, data_dir, rl_eval_dir, reward_model=str(reward_dir), reference=str(rl_start)
     )
-    instruct_dir, instruct_report = _instruct(cfg, run, data_dir, ppo_dir)
+    rl_policy = run.model(RL_CHOICES[cfg.rl][0])
+    instruct_dir, instruct_report = _instruct(cfg, run, data_dir, rl_policy)
     instruct_summary = _summary(instruct_dir)
     summary = {
         "data": str(data_dir),
@@ -235,7 +255,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "init": str(init_dir),
             "sft": str(sft_dir),
             "reward": str(reward_dir),
-            "ppo": str(ppo_dir),
+            **{algorithm: str(run.model(algorithm)) for algorithm in rl_summaries},
             "instruct": str(instruct_dir),
         },
         "sft": {
@@ -246,11 +266,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         "report": str(eval_dir / "report.md"),
         "labels": labels,
         "reward": {k: reward_summary[k] for k in ("objective", "labels", "held_out", "steps", "train_runtime_s")},
-        "ppo": {k: ppo_summary[k] for k in ("updates", "episodes", "held_out", "best", "kl_budget", "seconds")}
-        | {"start": str(ppo_start)},
+        **{algorithm: {k: facts.get(k) for k in RL_FACTS} for algorithm, facts in rl_summaries.items()},
         "rl_eval": {r["name"]: r["metrics"] for r in rl_report["results"]},
         "rl_report": str(rl_eval_dir / "report.md"),
-        "instruct": {k: instruct_summary[k] for k in INSTRUCT_FACTS} | {"start": str(ppo_dir)},
+        "instruct": {k: instruct_summary[k] for k in INSTRUCT_FACTS} | {"start": str(rl_policy)},
         "instruct_eval": {r["name"]: {"vqa": r["metrics"], "chat": r["chat"]} for r in instruct_report["results"]},
         "instruct_report": str(run.eval("eval-instruct") / "report.md"),
         "examples": _examples(report, data_dir, eval_dir, cfg.examples),
@@ -260,11 +279,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     return summary
 
 
+RL_FACTS = ("updates", "episodes", "held_out", "best", "kl_budget", "seconds", "start", "output_dir")
+
+
 INSTRUCT_FACTS = ("steps", "epochs", "data", "start_perplexity", "final_perplexity", "seconds")
 
 
 def _instruct(cfg: PipelineConfig, run: RunFolders, data_dir: Path, start: Path) -> tuple[Path, dict]:
-    """Stage 5 from the PPO policy: the instruction mix (written once), `instruct`, then start vs end with the
+    """Stage 5 from the RL policy: the instruction mix (written once), `instruct`, then start vs end with the
     chat metrics."""
     if not all(mix_file(data_dir, split).is_file() for split in SPLITS.values()):
         run_command("data", ["instruct-mix", "--config", cfg.instruct_data_config, *_flags(data_dir=data_dir)])

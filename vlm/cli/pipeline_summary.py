@@ -56,20 +56,37 @@ def _reward_line(reward: dict) -> str:
     return line
 
 
-def _ppo_lines(summary: dict) -> str:
-    ppo, rl = summary["ppo"], summary["rl_eval"]
-    rows = [
-        ("VQA accuracy (%)",) + tuple(f"{100 * rl[n]['accuracy']:.1f}" for n in rl),
+RL_ALGORITHMS = {"ppo": "PPO", "grpo": "GRPO"}
+
+
+def _rl_lines(summary: dict) -> str:
+    """Each RL run's facts, then its policies beside SFT's on the val split: VQA accuracy overall and per question
+    type, reward-model score, KL to the RL start and the run's wall time."""
+    rl = summary["rl_eval"]
+    heads, seconds = [], {}
+    for algorithm, label in RL_ALGORITHMS.items():
+        run = summary.get(algorithm)
+        if run is None:
+            continue
+        seconds[algorithm] = run["seconds"]
+        head = (
+            f"{label} from {run['start']}: {run['updates']} updates, {run['episodes']} answers, {run['seconds']:.0f} s"
+        )
+        if run["best"]:
+            head += f"; best held-out checkpoint at update {run['best']['step']} ({run['best']['path']})"
+        if run["kl_budget"] is not None:
+            head += f"; KL budget {run['kl_budget']}"
+        heads.append(head)
+    types = sorted({t for m in rl.values() for t in m["accuracy_by_question_type"]})
+    rows = [("VQA accuracy (%)",) + tuple(f"{100 * rl[n]['accuracy']:.1f}" for n in rl)]
+    rows += [(f"  {t}",) + tuple(f"{100 * rl[n]['accuracy_by_question_type'][t]:.1f}" for n in rl) for t in types]
+    rows += [
         ("reward-model score",) + tuple(f"{rl[n]['reward_score']:.3f}" for n in rl),
-        ("KL to PPO's start (nats/answer)",) + tuple(f"{rl[n]['kl_to_reference']:.3f}" for n in rl),
+        ("KL to the RL start (nats/answer)",) + tuple(f"{rl[n]['kl_to_reference']:.3f}" for n in rl),
+        ("wall time (s)",) + tuple(_number(seconds.get(n), ".0f") for n in rl),
     ]
-    best = ppo["best"]
-    head = f"PPO from {ppo['start']}: {ppo['updates']} updates, {ppo['episodes']} rollouts, {ppo['seconds']:.0f} s"
-    if best:
-        head += f"; best held-out checkpoint at update {best['step']} ({best['path']})"
-    if ppo["kl_budget"] is not None:
-        head += f"; KL budget {ppo['kl_budget']}"
-    return head + "\n" + _table(("val split, greedy",) + tuple(rl), rows) + f"\nreport: {summary['rl_report']}"
+    table = _table(("val split, greedy",) + tuple(rl), rows)
+    return "\n".join([*heads, table, f"report: {summary['rl_report']}"])
 
 
 def _instruct_lines(summary: dict) -> str:
@@ -143,7 +160,7 @@ def format_summary(summary: dict) -> str:
             _rounds_line(summary["labels"]),
             _reward_line(summary["reward"]),
             "",
-            _ppo_lines(summary),
+            _rl_lines(summary),
             "",
             _instruct_lines(summary),
             "",

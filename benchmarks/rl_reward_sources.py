@@ -1,12 +1,15 @@
-"""PPO from one start against three rewards, side by side: the oracle (the sampled answer's VQA accuracy, no reward
-model), the reward model alone (ground-truth weight 0: the path of a user with new images), and the reward model +
-the VQA-accuracy bonus (LLaVA-RLHF's).
+"""PPO and GRPO from one start against three rewards, side by side: the oracle (the sampled answer's VQA accuracy, no
+reward model), the reward model alone (ground-truth weight 0: the path of a user with new images), and the reward
+model + the VQA-accuracy bonus (LLaVA-RLHF's).
 
-    python benchmarks/ppo_reward_sources.py --start runs/demo/models/sft/checkpoint-500 \
-        --reward_model runs/demo/models/reward --data DATA --eval_split val2014 --out runs/bench-ppo-rewards
+    python benchmarks/rl_reward_sources.py --start runs/demo/models/sft/checkpoint-500 \
+        --reward_model runs/demo/models/reward --data DATA --eval_split val2014 --out runs/bench-rl-rewards
+    python benchmarks/rl_reward_sources.py ... --arms rm_only grpo_rm_only --parallel 2   # PPO against GRPO
 
-Each arm is `python -m ppo --config configs/demo/ppo.yaml` (or `--config`) with the same start, seed and prompts,
-one thread each, `--parallel` arms at a time, its held-out evaluation on `--data`'s `--eval_split`. To choose
+Each arm is `python -m ppo --config configs/demo/ppo.yaml` (`grpo_*` arms: `-m grpo --config
+configs/demo/grpo.yaml`; `--ppo_config`, `--grpo_config` to change) with the same start, seed and prompts, one
+thread each, `--parallel` arms at a time (give PPO and GRPO the same share of the machine to compare their wall
+times), its held-out evaluation on `--data`'s `--eval_split`. To choose
 settings, give a folder whose val split holds scenes of another seed (a dev slice), and report the real val once.
 Then `vlm-rlhf eval` scores the start and each arm's final policy per question type. Writes `<out>/report.md` (the
 table that goes to docs/results.md) and `<out>/results.json`; arms already finished are not rerun. Extra `--key
@@ -23,17 +26,24 @@ import sys
 import time
 from pathlib import Path
 
-ARMS = {
+REWARDS = {
     "oracle": ["--ground_truth_weight", "1.0"],
     "rm_only": ["--ground_truth_weight", "0.0", "--reward_model_path", "{rm}"],
     "rm_bonus": ["--ground_truth_weight", "1.0", "--reward_model_path", "{rm}"],
 }
+ARMS = [*REWARDS, *(f"grpo_{name}" for name in REWARDS)]
+
+
+def _stage(name: str) -> str:
+    return "grpo" if name.startswith("grpo_") else "ppo"
 
 
 def _arm_command(args, name: str, out: Path, extra: list[str]) -> list[str]:
-    flags = [f.format(rm=args.reward_model) for f in ARMS[name]]
+    flags = [f.format(rm=args.reward_model) for f in REWARDS[name.removeprefix("grpo_")]]
+    stage = _stage(name)
+    config = args.grpo_config if stage == "grpo" else args.ppo_config
     return [
-        sys.executable, "-m", "ppo", "--config", args.config, "--sft_model_path", args.start,
+        sys.executable, "-m", stage, "--config", config, "--sft_model_path", args.start,
         "--data_dir", args.data, "--eval_split", args.eval_split, "--eval_limit", str(args.eval_limit),
         "--output_dir", str(out / name), "--vision_feature_cache", str(out / "cache"), *flags, *extra,
     ]  # fmt: skip
@@ -65,8 +75,9 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="the VQA folder of the prompts (train split)")
     ap.add_argument("--eval_split", default="val2014")
     ap.add_argument("--eval_limit", type=int, default=1490)
-    ap.add_argument("--config", default="configs/demo/ppo.yaml")
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--ppo_config", "--config", default="configs/demo/ppo.yaml")
+    ap.add_argument("--grpo_config", default="configs/demo/grpo.yaml")
+    ap.add_argument("--arms", nargs="+", default=list(REWARDS), choices=ARMS)
     ap.add_argument("--parallel", type=int, default=2, help="arms run at once, one thread each")
     ap.add_argument("--out", required=True)
     args, extra = ap.parse_known_args()
@@ -86,7 +97,7 @@ def main() -> None:
     rows = []
     for name in args.arms:
         summary = json.loads((out / name / "summary.json").read_text())
-        curve = [h["eval/vqa_accuracy"] for h in _evals(out / name)]
+        curve = _held_out_curve(out / name, _stage(name))
         rows.append(
             {
                 "arm": name,
@@ -111,9 +122,13 @@ def main() -> None:
     print(f"{time.time() - started:.0f} s")  # noqa: T201
 
 
-def _evals(run: Path) -> list[dict]:
-    state = sorted(run.glob("checkpoint-*/ppo_state.json"))[-1]
-    return [h for h in json.loads(state.read_text())["log_history"] if "eval/vqa_accuracy" in h]
+def _held_out_curve(run: Path, stage: str) -> list[float]:
+    """The run's held-out VQA accuracy at each evaluation, from its last checkpoint's log history."""
+    state, key = (
+        ("ppo_state.json", "eval/vqa_accuracy") if stage == "ppo" else ("trainer_state.json", "eval_vqa_accuracy")
+    )
+    last = max(run.glob(f"checkpoint-*/{state}"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return [h[key] for h in json.loads(last.read_text())["log_history"] if key in h]
 
 
 def _report(results: dict, args) -> str:
@@ -121,7 +136,7 @@ def _report(results: dict, args) -> str:
     types = list(results["start_per_type"])
     lines = [
         f"Start `{args.start}`, reward model `{args.reward_model}`, held-out `{args.data}` {args.eval_split} "
-        f"({results['questions']} questions), config `{args.config}`.",
+        f"({results['questions']} questions), configs `{args.ppo_config}`, `{args.grpo_config}`.",
         "",
         "| arm | held-out at each evaluation | final | gain | best | final KL | " + " | ".join(types) + " | s |",
         "|---|---|---|---|---|---|" + "---|" * len(types) + "---|",
