@@ -23,7 +23,7 @@ comes from timers wrapped around the module functions each loop calls:
   * generation: TRL `batch_generation` and the sampling log-probs taken from its logits; ours
     `generate_responses` (which takes those log-probs itself);
   * scoring (reference, value and reward forwards of the rollout): TRL `forward` without grad, `get_reward` and the
-    reference log-probs; ours `forward` outside the update, `scalar_head`, `last_token_score` and the reference
+    reference log-probs; ours `forward` outside the update, `scalar_head`, `reward_score` and the reference
     log-probs;
   * update (the PPO epochs): ours `VLMPPOTrainer.optimise`; TRL from its first forward with grad to the metrics'
     first `gather_for_metrics` (its loop is inline); the policy forwards in there count as update;

@@ -92,7 +92,7 @@ def run_ours(args, work: Path) -> dict:
         clock.wrap_attribute(ours, "generate_responses", "generation", note=record_shape),
         clock.wrap_attribute(ours, "forward", "scoring", when=in_rollout),
         clock.wrap_attribute(ours, "scalar_head", "scoring"),
-        clock.wrap_attribute(ours, "last_token_score", "scoring"),
+        clock.wrap_attribute(ours, "reward_score", "scoring"),
         # in the rollout: the reference log-probs (in the update it runs inside `optimise`, timed there)
         clock.wrap_attribute(ours, "selective_log_softmax", "scoring", when=in_rollout),
         clock.wrap_attribute(ours, "decode_answers", "decode answers"),

@@ -45,6 +45,9 @@ class VLMGRPOConfig(StageConfig, GRPOConfig):
         default="vqa_accuracy",
         metadata={"help": "Held-out metric the best checkpoint is chosen by.", "choices": list(BEST_METRICS)},
     )
+    collapse_length_factor: float = field(
+        default=3.0, metadata={"help": "Stop when mean answer length leaves [start/f, start*f] tokens."}
+    )
     resume: bool = field(
         default=False, metadata={"help": "Continue from the last complete checkpoint-* in output_dir."}
     )

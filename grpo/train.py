@@ -27,7 +27,15 @@ from vlm.model.builder import check_checkpoint, load_vlm
 from vlm.model.reward_scoring import check_reads_like_policy, reward_model_class
 from vlm.training.adaptation import language_model_lora
 from vlm.training.feature_bank import image_inputs, shared_feature_bank
-from vlm.training.resume import SUMMARY, refuse_if_complete, run_facts, save_final, train_resumably
+from vlm.training.guards import TrainingStopped
+from vlm.training.resume import (
+    SUMMARY,
+    last_complete_checkpoint,
+    refuse_if_complete,
+    run_facts,
+    save_final,
+    train_resumably,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +128,14 @@ def policy_checksum(trainer) -> str:
 def run(trainer: VLMGRPOTrainer) -> Path:
     cfg, out = trainer.args, Path(trainer.args.output_dir)
     started = time.time()
-    _, resumed = train_resumably(trainer, out) if cfg.resume else (trainer.train(), None)
+    try:
+        _, resumed = train_resumably(trainer, out) if cfg.resume else (trainer.train(), None)
+    except TrainingStopped as e:
+        found = last_complete_checkpoint(out)[0] if out.is_dir() else None
+        last = (
+            f"the last good checkpoint is {found} (--resume true continues from it)" if found else "no checkpoint yet"
+        )
+        raise TrainingStopped(f"grpo stopped at step {trainer.state.global_step}: {e}; {last}") from None
     checksums = gather_object([policy_checksum(trainer)])
     if save_final(trainer, out, merge_lora=cfg.lora is not None):
         trainer.saved_processor.save_pretrained(out)  # the processor as it was, over the one lent the template
@@ -139,14 +154,9 @@ def _summary(trainer: VLMGRPOTrainer, resumed: str | None, checksums: list[str],
 
     logs = [h for h in history if "reward" in h and "eval_vqa_accuracy" not in h]
     keys = ("reward", "reward_std", "rewards/reward_model/mean", "rewards/vqa_accuracy/mean", "kl", "entropy")
-    best = None
-    if trainer.state.best_global_step is not None:
-        best_eval = next(h for h in evals if h["step"] == trainer.state.best_global_step)
-        best = {
-            "step": trainer.state.best_global_step,
-            "metrics": held_out(best_eval),
-            "path": str(Path(cfg.output_dir) / BEST),
-        }
+    best = trainer.best_record()
+    if best is not None:
+        best["path"] = str(Path(cfg.output_dir) / BEST)
     final = held_out(evals[-1]) if evals else None
     return {
         "sft_model_path": cfg.sft_model_path,

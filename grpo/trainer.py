@@ -9,6 +9,9 @@ advantages, the clipped loss with the optional KL to the reference, its metrics 
   `_generate_and_score_completions`, `_compute_loss`, trl 1.12: `vision_features` would be dropped before the loss,
   which would then see no image). `VLMModel` reads a `[B, N, D]` `pixel_values` as features. Checkpoints and saved
   policies keep the processor as it was.
+- The collapse guard PPO has (`CollapseGuard`): every answer alike, or their mean length far from the start's, stops
+  the run naming its last good checkpoint. (PPO's ratio guard has nothing to read here: with `num_iterations: 1`
+  TRL's ratio is 1 by construction; its KL estimate, k3, cannot be negative.)
 - Held-out evaluation (greedy VQA accuracy, reward, KL to the start policy) in place of TRL's sampled-reward
   evaluation, and `best/`: the policy of the best evaluation by `best_metric`.
 """
@@ -16,12 +19,14 @@ advantages, the clipped loss with the optional KL to the reference, its metrics 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from transformers import AutoModelForCausalLM, TrainerCallback
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
@@ -32,9 +37,14 @@ from vlm.io import atomic_write_json
 from vlm.model.chat_template import VQA_TEMPLATE
 from vlm.model.processing_vlm import VLMProcessor
 from vlm.model.reward_scoring import score_answers
+from vlm.training.guards import TrainingStopped, collapse_problem
 
-logger = logging.getLogger(__name__)
-BEST = "best"
+trl_logger = logging.getLogger(GRPOTrainer.__module__)
+BEST, BEST_RECORD = "best", "best.json"
+
+
+def _not_about_init_kwargs(record: logging.LogRecord) -> bool:
+    return "model_init_kwargs" not in record.getMessage()
 
 
 class TRLVQAProcessor(VLMProcessor):
@@ -60,6 +70,24 @@ class _EvaluateAtStart(TrainerCallback):
             self.trainer.evaluate()
 
 
+class CollapseGuard(TrainerCallback):
+    """Stops the run (`TrainingStopped`) when an update's answers collapsed: all the same, or a mean length outside
+    [start / factor, start x factor] of the first update's (`vlm.training.guards`, as PPO's loop checks)."""
+
+    def __init__(self, trainer, factor: float):
+        self.trainer, self.factor = trainer, factor
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "completions/mean_length" not in logs:
+            return
+        lengths = [h["completions/mean_length"] for h in state.log_history if "completions/mean_length" in h]
+        # TRL keeps the texts of the last generation batch, every rank's, for its completions table
+        answers = [text.split("\n")[0].strip() for text in self.trainer._logs["completion"]]
+        problem = collapse_problem(answers, logs["completions/mean_length"], lengths[0], self.factor)
+        if problem:
+            raise TrainingStopped(problem)
+
+
 class VLMGRPOTrainer(GRPOTrainer):
     def __init__(self, args, processor, model, reward_funcs, train_dataset, evaluation=None, **kwargs):
         """`processor`: the policy's, as saved with it. `evaluation`: a `HeldOutVQA` or None."""
@@ -75,9 +103,11 @@ class VLMGRPOTrainer(GRPOTrainer):
         # Workaround, trl 1.12: with beta > 0 `__init__` loads the reference from the policy's path and takes its
         # class from `transformers.<architectures[0]>` or the config's `auto_map` (trl/trainer/utils.py
         # `create_model_from_path`); a model family registered with the Auto classes has neither, so the Auto class
-        # is named for that one call (and taken back: the config is recorded as the user wrote it).
+        # is named for that one call (and taken back: the config is recorded as the user wrote it). TRL's warning
+        # that `model_init_kwargs` are ignored for the policy is then about this, and is dropped.
         init_kwargs = args.model_init_kwargs
         args.model_init_kwargs = {**(init_kwargs or {}), "architecture": AutoModelForCausalLM}
+        trl_logger.addFilter(_not_about_init_kwargs)
         try:
             super().__init__(
                 model=model,
@@ -89,11 +119,13 @@ class VLMGRPOTrainer(GRPOTrainer):
             )
         finally:
             args.model_init_kwargs = init_kwargs
+            trl_logger.removeFilter(_not_about_init_kwargs)
         self.reference = self.ref_model
         if evaluation is not None and self.ref_model is None and not hasattr(self.model, "peft_config"):
             # beta = 0 loads no reference; the held-out KL is still measured against the start policy.
             self.reference = copy.deepcopy(self.accelerator.unwrap_model(self.model)).requires_grad_(False).eval()
         self.add_callback(_EvaluateAtStart(self))
+        self.add_callback(CollapseGuard(self, args.collapse_length_factor))
 
     # ----- evaluation and the best policy -----------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
@@ -103,15 +135,31 @@ class VLMGRPOTrainer(GRPOTrainer):
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluation(self).items()}
         self.model.train()
         self.log(metrics)
-        key = f"{metric_key_prefix}_{self.args.best_metric}"
-        best = self.state.best_metric
-        if best is None or metrics[key] > best:
-            self.state.best_metric, self.state.best_global_step = metrics[key], self.state.global_step
-            self.save_policy(Path(self.args.output_dir) / BEST)
+        best = self.best_record()
+        metric = self.args.best_metric
+        # the first evaluation of a run starts the record (a `best/` left by an attempt that never checkpointed
+        # is replaced); a resumed run goes on from the record on disk
+        better = (
+            best is None
+            or self.state.global_step == 0
+            or metrics[f"{metric_key_prefix}_{metric}"] > best["metrics"][metric]
+        )
+        if gather_object([better])[0]:  # rank 0 decides, so every rank takes part in the save
+            record = {
+                "step": self.state.global_step,
+                "metrics": {k[len(metric_key_prefix) + 1 :]: v for k, v in metrics.items()},
+            }
+            self.save_policy(Path(self.args.output_dir) / BEST, record)
         return metrics
 
-    def save_policy(self, out: Path) -> None:
-        """The policy alone in HF format with the processor as it was, written beside `out` and renamed over it."""
+    def best_record(self) -> dict | None:
+        """`{"step", "metrics"}` of the best evaluation so far (`best/best.json`), or None before the first."""
+        path = Path(self.args.output_dir) / BEST / BEST_RECORD
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save_policy(self, out: Path, record: dict) -> None:
+        """The policy alone in HF format with the processor as it was and `record` (as `best.json`), written beside
+        `out` and renamed over it."""
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             policy = self.accelerator.unwrap_model(self.model)
@@ -121,7 +169,7 @@ class VLMGRPOTrainer(GRPOTrainer):
             shutil.rmtree(tmp, ignore_errors=True)
             policy.save_pretrained(tmp)
             self.saved_processor.save_pretrained(tmp)
-            atomic_write_json(tmp / "best.json", {"step": self.state.global_step})
+            atomic_write_json(tmp / BEST_RECORD, record, indent=2)
             shutil.rmtree(out, ignore_errors=True)
             tmp.rename(out)
         self.accelerator.wait_for_everyone()

@@ -19,7 +19,6 @@ from transformers import AutoProcessor, set_seed
 
 from ppo.config import VLMPPOConfig
 from ppo.data import feature_store, pixel_store, prompt_dataset
-from ppo.guards import TrainingStopped
 from ppo.held_out_eval import HeldOutEvaluation
 from ppo.monitor import PLOT, plot_reward_and_truth
 from ppo.reward_check import check_reward_model
@@ -32,6 +31,7 @@ from vlm.model.modeling_vlm import VLMForSequenceClassification, VLMPreTrainedMo
 from vlm.model.reward_scoring import check_reads_like_policy, reward_model_class
 from vlm.training.adaptation import language_model_lora, trainable_parameters
 from vlm.training.feature_bank import vision_fingerprint
+from vlm.training.guards import TrainingStopped
 from vlm.training.resume import SUMMARY, refuse_if_complete
 
 logger = logging.getLogger(__name__)

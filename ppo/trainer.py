@@ -40,9 +40,10 @@ from ppo import checkpoints
 from ppo.advantages import gae, leave_one_out
 from ppo.config import VLMPPOConfig
 from ppo.data import ImageStore, RolloutOrder, left_pad
-from ppo.guards import TrainingStopped, collapse_problem, kl_problem, ratio_problem
+from ppo.guards import kl_problem, ratio_problem
 from ppo.model_calls import forward, generate_responses, reward_score, scalar_head, slice_images
 from vlm.eval.metrics import vqa_accuracy
+from vlm.training.guards import TrainingStopped, collapse_problem
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("sft", "labeling", "reward", "ppo")
+STAGES = ("sft", "labeling", "reward", "ppo", "grpo")
 
 
 def imported_packages(source: str) -> set[str]:

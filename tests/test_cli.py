@@ -20,6 +20,7 @@ import yaml
 from transformers import CLIPConfig, CLIPModel, CLIPVisionModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from grpo.config import VLMGRPOConfig
 from labeling.round import RoundConfig
 from ppo.config import VLMPPOConfig
 from reward.config import RewardConfig
@@ -44,6 +45,7 @@ CONFIG_TYPES = {
     "sft-projector.yaml": (VQASFTConfig,),
     "reward.yaml": (RewardConfig,),
     "ppo.yaml": (VLMPPOConfig,),
+    "grpo.yaml": (VLMGRPOConfig,),
     "instruct.yaml": (InstructConfig,),
     "instruct-data.yaml": (InstructMixConfig,),
     "labeling.yaml": (RoundConfig,),
@@ -324,10 +326,11 @@ def test_every_cli_config_field_has_help():
         RewardConfig,
         VQASFTConfig,
         InstructConfig,
-        VLMPPOConfig,  # reward score, the stages
+        VLMPPOConfig,
+        VLMGRPOConfig,  # reward score, the stages
     ]
     called = set()
-    for package in ("vlm", "labeling", "reward", "sft", "ppo"):
+    for package in ("vlm", "labeling", "reward", "sft", "ppo", "grpo"):
         for source in (REPO / package).rglob("*.py"):
             for names in re.findall(r"parse_config\(\(([^)]*)\)", source.read_text()):
                 called |= {name.strip() for name in names.split(",") if name.strip()}

@@ -9,7 +9,8 @@ its step-2 checkpoint and resumed with `--resume` ends with the same policy (che
 restart without `--resume` is refused. Held-out evaluations at steps 0, 2 and 4 keep the best in `best/` and name
 it. The reward sources are set from what is given: the reward model with the VQA accuracy at `ground_truth_weight`
 (logged even at 0), or with no reward model VQA accuracy alone. A real 2-process `accelerate launch -m grpo` run
-ends with identical policies on both ranks. Bad inputs give one clear error and exit code 2.
+ends with identical policies on both ranks. Bad inputs give one clear error and exit code 2. A run rewarded for ever
+shorter answers at a high learning rate stops, naming its last good checkpoint and writing no `summary.json`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from vlm.model.builder import save_vlm
 from vlm.model.generation import vqa_prompt
 from vlm.model.modeling_vlm import VLMForSequenceClassification
 from vlm.synthetic.presets import TinyPreset, build_tiny_vlm
+from vlm.training.guards import TrainingStopped
 
 
 def _config(tiny_checkpoint, synthetic_data, out, **overrides) -> VLMGRPOConfig:
@@ -275,3 +277,26 @@ def test_two_process_run_keeps_ranks_identical(tiny_checkpoint, synthetic_data, 
     assert first == second
     assert summary["held_out"]["start"]["questions"] == summary["held_out"]["final"]["questions"] == 6
     assert (out / "best" / "model.safetensors").is_file() and (out / "checkpoint-3").is_dir()
+
+
+def test_a_collapsing_run_stops_with_its_last_good_checkpoint(tiny_checkpoint, synthetic_data, tmp_path):
+    """Rewarding short answers at a high learning rate collapses them; the guard stops the run, names the checkpoint
+    to go back to and writes no summary."""
+    cfg = _config(
+        tiny_checkpoint,
+        synthetic_data,
+        tmp_path / "out",
+        max_steps=40,
+        learning_rate=3e-2,
+        save_strategy="steps",
+        save_steps=1,
+        collapse_length_factor=2.0,
+    )
+
+    def shorter_is_better(completions, **_):
+        return [-len(c[0]["content"]) / 10 for c in completions]
+
+    with pytest.raises(TrainingStopped, match=r"answers collapsed|collapsed onto one answer") as stopped:
+        run(build_trainer(cfg, reward_funcs=[shorter_is_better]))
+    assert "last good checkpoint is" in str(stopped.value) and "checkpoint-" in str(stopped.value)
+    assert not (tmp_path / "out" / "summary.json").exists()

@@ -39,7 +39,6 @@ from trl.experimental.ppo.ppo_trainer import masked_whiten
 
 from ppo.advantages import leave_one_out
 from ppo.config import VLMPPOConfig
-from ppo.guards import TrainingStopped
 from ppo.model_calls import forward as policy_forward
 from ppo.model_calls import generate_responses, last_token_score, reward_score, scalar_head
 from ppo.monitor import reward_and_truth
@@ -49,6 +48,7 @@ from vlm.cli import main as cli_main
 from vlm.model.builder import save_vlm
 from vlm.model.modeling_vlm import VLMForSequenceClassification
 from vlm.synthetic.presets import TinyPreset, build_tiny_vlm
+from vlm.training.guards import TrainingStopped
 
 
 def _config(tiny_checkpoint, synthetic_data, out, **overrides) -> VLMPPOConfig:
@@ -521,7 +521,8 @@ def test_bad_inputs_get_one_clear_error(tiny_checkpoint, synthetic_data, reward_
 
 
 def test_guards_fire_on_negative_kl_and_collapsed_answers():
-    from ppo.guards import collapse_problem, kl_problem
+    from ppo.guards import kl_problem
+    from vlm.training.guards import collapse_problem
 
     assert kl_problem(-0.01, 0.5) is None and "below -0.5" in kl_problem(-0.7, 0.5)
     assert collapse_problem(["red", "2", "yes", "no"], 2.0, 2.0, 3.0) is None
