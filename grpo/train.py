@@ -8,7 +8,6 @@ evaluation) and `summary.json` into `output_dir`. An interrupted run continues f
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -31,10 +30,11 @@ from vlm.training.guards import TrainingStopped
 from vlm.training.resume import (
     SUMMARY,
     last_complete_checkpoint,
-    refuse_if_complete,
+    refuse_to_overwrite,
     run_facts,
     save_final,
     train_resumably,
+    weights_checksum,
 )
 
 logger = logging.getLogger(__name__)
@@ -118,13 +118,6 @@ def build_trainer(cfg: VLMGRPOConfig, reward_funcs=None, callbacks=None) -> VLMG
     return trainer
 
 
-def policy_checksum(trainer) -> str:
-    digest = hashlib.sha256()
-    for name, p in sorted(trainer.accelerator.unwrap_model(trainer.model).state_dict().items()):
-        digest.update(name.encode() + p.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def run(trainer: VLMGRPOTrainer) -> Path:
     cfg, out = trainer.args, Path(trainer.args.output_dir)
     started = time.time()
@@ -136,7 +129,7 @@ def run(trainer: VLMGRPOTrainer) -> Path:
             f"the last good checkpoint is {found} (--resume true continues from it)" if found else "no checkpoint yet"
         )
         raise TrainingStopped(f"grpo stopped at step {trainer.state.global_step}: {e}; {last}") from None
-    checksums = gather_object([policy_checksum(trainer)])
+    checksums = gather_object([weights_checksum(trainer.accelerator.unwrap_model(trainer.model))])
     if save_final(trainer, out, merge_lora=cfg.lora is not None):
         trainer.saved_processor.save_pretrained(out)  # the processor as it was, over the one lent the template
     if trainer.accelerator.is_main_process:
@@ -189,9 +182,7 @@ def _summary(trainer: VLMGRPOTrainer, resumed: str | None, checksums: list[str],
 
 
 def train(cfg: VLMGRPOConfig) -> Path:
-    refuse_if_complete(cfg.output_dir, "GRPO run")
-    if not cfg.resume and list(Path(cfg.output_dir).glob("checkpoint-*")):
-        raise FileExistsError(f"{cfg.output_dir} holds checkpoints of an earlier run: add --resume, or choose another")
+    refuse_to_overwrite(cfg.output_dir, "GRPO run", cfg.resume)
     trainer = build_trainer(cfg)
     record_config(cfg, out=cfg.output_dir)  # once the inputs are checked: a refused run writes nothing
     return run(trainer)

@@ -7,18 +7,14 @@ from dataclasses import dataclass, field
 
 from trl.experimental.ppo import PPOConfig
 
-from vlm.training.stage_config import StageConfig
+from vlm.training.stage_config import RLStageConfig
 
-BEST_METRICS = ("vqa_accuracy", "reward", "rlhf_reward")
 ADVANTAGE_ESTIMATORS = ("gae", "rloo")
 REWARD_CHECKS = ("refuse", "warn", "off")
 
 
 @dataclass
-class VLMPPOConfig(StageConfig, PPOConfig):
-    # TRL's names for the starting policy and the reward model; no hub defaults here.
-    sft_model_path: str | None = field(default=None, metadata={"help": "Policy to start from (the SFT checkpoint)."})
-    reward_model_path: str | None = field(default=None, metadata={"help": "Reward model (`reward train`'s output)."})
+class VLMPPOConfig(RLStageConfig, PPOConfig):
     value_model_path: str | None = field(
         default=None, metadata={"help": "Value model start (default: the reward model, as LLaVA-RLHF does)."}
     )
@@ -31,33 +27,11 @@ class VLMPPOConfig(StageConfig, PPOConfig):
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
     num_sample_generations: int = field(default=0, metadata={"help": "Unused: see sample_every."})
 
-    data_dir: str | None = field(default=None, metadata={"help": "VQA v2 folder the prompts come from."})
-    train_split: str = field(default="train2014", metadata={"help": "VQA split the prompts come from."})
-    image_dir: str | None = field(default=None, metadata={"help": "Image folder (default: <data_dir>/<split>)."})
-    train_limit: int | None = field(default=None, metadata={"help": "Use the first N questions as prompts."})
-    eval_split: str | None = field(default="val2014", metadata={"help": "Held-out split; none to skip evaluation."})
-    eval_limit: int | None = field(default=256, metadata={"help": "Held-out questions per evaluation."})
-    ground_truth_weight: float = field(
-        default=0.0, metadata={"help": "Add w * VQA accuracy of the answer to the RM score where answers are known."}
-    )
-    vision_inputs: str = field(
-        default="features",
-        metadata={
-            "help": "features: cached frozen-tower features; pixels: pixel_values (trainable tower).",
-            "choices": ["features", "pixels"],
-        },
-    )
-    kl_budget: float | None = field(
-        default=None, metadata={"help": "KL to the reference the run may spend (reported against; not enforced)."}
-    )
     ratio_tolerance: float = field(
         default=0.02,
         metadata={"help": "Stop when |ratio - 1| at an update's first minibatch exceeds this (log-prob mismatch)."},
     )
     kl_tolerance: float = field(default=0.5, metadata={"help": "Stop when objective/kl falls below -kl_tolerance."})
-    collapse_length_factor: float = field(
-        default=3.0, metadata={"help": "Stop when mean answer length leaves [start/f, start*f] tokens."}
-    )
     num_generations: int = field(
         default=1,
         metadata={"help": "Answers sampled per prompt in an update (TRL's RLOO/GRPO name); they sit side by side."},
@@ -82,15 +56,8 @@ class VLMPPOConfig(StageConfig, PPOConfig):
     reward_check_questions: int = field(default=200, metadata={"help": "Training prompts the reward check uses."})
     reward_check_samples: int = field(default=8, metadata={"help": "Answers sampled per prompt in the check."})
     sample_every: int = field(default=10, metadata={"help": "Log a table of sampled answers every N updates."})
-    best_metric: str = field(
-        default="vqa_accuracy",
-        metadata={"help": "Held-out metric the best checkpoint is chosen by.", "choices": list(BEST_METRICS)},
-    )
-    resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
 
     def __post_init__(self):
-        if self.best_metric not in BEST_METRICS:
-            raise ValueError(f"best_metric must be one of {BEST_METRICS}, got {self.best_metric!r}")
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(
                 f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {self.advantage_estimator!r}"
@@ -101,8 +68,6 @@ class VLMPPOConfig(StageConfig, PPOConfig):
             raise ValueError(f"reward_check must be one of {REWARD_CHECKS}, got {self.reward_check!r}")
         if self.num_generations < 1:
             raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
-        if self.vision_inputs not in ("features", "pixels"):
-            raise ValueError(f"vision_inputs must be features or pixels, got {self.vision_inputs!r}")
         if self.num_mini_batches != 1:
             # trl 1.12.0's loop (which `VLMPPOTrainer.optimise` follows) runs gradient accumulation across
             # minibatch borders and dilutes the per-minibatch stats (observed: ratio ~0.5, shared/notes/ppo.md).

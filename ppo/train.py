@@ -8,7 +8,6 @@ interrupted run from its newest `checkpoint-*`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from vlm.model.reward_scoring import check_reads_like_policy, reward_model_class
 from vlm.training.adaptation import language_model_lora, trainable_parameters
 from vlm.training.feature_bank import vision_fingerprint
 from vlm.training.guards import TrainingStopped
-from vlm.training.resume import SUMMARY, refuse_if_complete
+from vlm.training.resume import SUMMARY, refuse_to_overwrite, weights_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -142,13 +141,6 @@ def build_trainer(cfg: VLMPPOConfig, reward_fn=None, trainer_class=VLMPPOTrainer
     return trainer
 
 
-def policy_checksum(trainer) -> str:
-    digest = hashlib.sha256()
-    for name, p in sorted(trainer.policy().state_dict().items()):
-        digest.update(name.encode() + p.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def run(trainer: VLMPPOTrainer) -> Path:
     cfg, acc = trainer.args, trainer.accelerator
     out = Path(cfg.output_dir)
@@ -159,7 +151,7 @@ def run(trainer: VLMPPOTrainer) -> Path:
         found = trainer.checkpoint_dirs()
         last = f"the last good checkpoint is {found[-1]} (--resume continues from it)" if found else "no checkpoint yet"
         raise TrainingStopped(f"ppo stopped at update {trainer.state.global_step}: {e}; {last}") from None
-    checksums = gather_object([policy_checksum(trainer)])
+    checksums = gather_object([weights_checksum(trainer.policy())])
     trainer.save_policy(out, replace=False)  # beside checkpoints and best/; summary.json marks it complete
     if acc.is_main_process:
         title = f"PPO {out.name}: the reward model's score and the truth, per update"
@@ -222,9 +214,7 @@ def _summary(trainer: VLMPPOTrainer, checksums: list[str], seconds: float) -> di
 
 
 def train(cfg: VLMPPOConfig) -> Path:
-    refuse_if_complete(cfg.output_dir, "PPO run")
-    if not cfg.resume and list(Path(cfg.output_dir).glob("checkpoint-*")):
-        raise FileExistsError(f"{cfg.output_dir} holds checkpoints of an earlier run: add --resume, or choose another")
+    refuse_to_overwrite(cfg.output_dir, "PPO run", cfg.resume)
     trainer = build_trainer(cfg)
     record_config(cfg, out=cfg.output_dir)  # once the inputs are checked: a refused run writes nothing
     return run(trainer)

@@ -13,6 +13,7 @@ so nothing is deleted) with a warning. PPO, with its own loop, stages and rename
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -48,6 +49,22 @@ def refuse_if_complete(output_dir: str | Path, run: str) -> None:
     """Stop before a stage would train again into, and overwrite, a finished `run` ("SFT run", "reward model")."""
     if is_complete(output_dir):
         raise FileExistsError(f"{output_dir} already holds a finished {run} ({SUMMARY}); choose another one")
+
+
+def refuse_to_overwrite(output_dir: str | Path, run: str, resume: bool) -> None:
+    """`refuse_if_complete`, and for a run started without `--resume` into a folder holding checkpoints of an
+    earlier one, a clear error instead of mixing the two (the RL stages' rule)."""
+    refuse_if_complete(output_dir, run)
+    if not resume and list(Path(output_dir).glob("checkpoint-*")):
+        raise FileExistsError(f"{output_dir} holds checkpoints of an earlier run: add --resume, or choose another")
+
+
+def weights_checksum(model) -> str:
+    """A short hash of every weight of `model`: equal on every rank of a run whose ranks stayed in step."""
+    digest = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        digest.update(name.encode() + p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def checkpoint_gaps(folder: Path, save_only_model: bool = False) -> list[str]:
