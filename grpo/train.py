@@ -130,8 +130,8 @@ def run(trainer: VLMGRPOTrainer) -> Path:
         )
         raise TrainingStopped(f"grpo stopped at step {trainer.state.global_step}: {e}; {last}") from None
     checksums = gather_object([weights_checksum(trainer.accelerator.unwrap_model(trainer.model))])
-    if save_final(trainer, out, merge_lora=cfg.lora is not None):
-        trainer.saved_processor.save_pretrained(out)  # the processor as it was, over the one lent the template
+    trainer.processing_class = trainer.saved_processor  # saved as it was, not as lent to TRL for training
+    save_final(trainer, out, merge_lora=cfg.lora is not None)
     if trainer.accelerator.is_main_process:
         atomic_write_json(out / SUMMARY, _summary(trainer, resumed, checksums, time.time() - started), indent=2)
     trainer.accelerator.wait_for_everyone()

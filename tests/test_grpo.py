@@ -23,7 +23,7 @@ import sys
 
 import pytest
 import torch
-from transformers import TrainerCallback
+from transformers import AutoProcessor, TrainerCallback
 
 from grpo.config import VLMGRPOConfig
 from grpo.rewards import RewardModelScore, vqa_accuracy_reward
@@ -199,6 +199,8 @@ def test_held_out_evaluation_keeps_the_best_policy(
         eval_split="val2014",
         reward_model_path=str(likelihood_reward_checkpoint),
         learning_rate=3e-3,
+        save_strategy="steps",
+        save_steps=2,
     )
     run(build_trainer(cfg))
     summary = json.loads((out / "summary.json").read_text())
@@ -210,7 +212,9 @@ def test_held_out_evaluation_keeps_the_best_policy(
     assert best["step"] in (0, 2, 4)
     assert json.loads((out / "best" / "best.json").read_text())["step"] == best["step"]
     assert (out / "best" / "model.safetensors").is_file()
-    assert not (out / "chat_template.jinja").is_file() or "Q: " not in (out / "chat_template.jinja").read_text()
+    start = AutoProcessor.from_pretrained(tiny_checkpoint).chat_template
+    for saved in (out, out / "best", out / "checkpoint-4"):  # the processor as it was, not the one lent to TRL
+        assert AutoProcessor.from_pretrained(saved).chat_template == start, saved
 
 
 def test_bad_inputs_get_one_clear_error(tiny_checkpoint, synthetic_data, reward_checkpoint, tmp_path, capsys):

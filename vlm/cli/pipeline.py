@@ -6,9 +6,9 @@ side by side on the val split, collect correctness labels for the SFT model's sa
 simulated annotators, or Label Studio when the labeling config sets `label_studio: {url: ...}`), train the reward
 model on them, optimise the SFT policy against it with PPO, GRPO or both (`rl`), evaluate SFT and the RL policies
 side by side (VQA accuracy, reward score, KL, wall time), then instruction-tune the RL policy (PPO's when both ran)
-and evaluate it with the chat metrics. Each step is skipped when
-its output is already complete, so an interrupted pipeline resumes where it stopped (interrupted SFT, reward and
-PPO runs resume from their last checkpoint; labels already pulled stay in the append-only store).
+and evaluate it with the chat metrics. Each step is skipped when its output is already complete, so an interrupted
+pipeline resumes where it stopped (interrupted SFT, reward, PPO and GRPO runs resume from their last checkpoint;
+labels already pulled stay in the append-only store).
 
 Where each stage reads and writes is decided here and only here (`RunFolders`); the stage YAMLs hold settings only.
 """
@@ -72,13 +72,12 @@ class PipelineConfig:
         default="configs/demo/instruct.yaml", metadata={"help": "`instruct` config (stage 5)."}
     )
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on the first N val questions only."})
+    examples: int = field(default=8, metadata={"help": "Validation answers shown per model."})
+    max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit in evaluation."})
 
     def __post_init__(self):
         if self.rl not in RL_CHOICES:
             raise ValueError(f"rl must be one of {list(RL_CHOICES)}, got {self.rl!r}")
-
-    examples: int = field(default=8, metadata={"help": "Validation answers shown per model."})
-    max_new_tokens: int = field(default=8, metadata={"help": "Answer length limit in evaluation."})
 
 
 @dataclass(frozen=True)
