@@ -129,7 +129,7 @@ ROLES = {
     "reward model": ("VLMForAnswerLikelihood", "VLMForSequenceClassification"),
 }
 _SOURCES = {
-    "policy": "a policy checkpoint (init-model, sft, ppo or instruct output)",
+    "policy": "a policy checkpoint (init-model, sft, ppo, grpo or instruct output)",
     "reward model": "a reward model (`vlm-rlhf reward train` output)",
 }
 
