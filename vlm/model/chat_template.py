@@ -10,6 +10,17 @@ space, so prompt and completion tokenize apart exactly as they do together (a GP
 
 from __future__ import annotations
 
+# Inside a template's loop over messages: `text` (the text parts joined) and `n_images` (the image parts) of a
+# message whose content is a string or a list of parts.
+_TEXT_AND_IMAGES = (
+    "{%- if message['content'] is string -%}"
+    "{%- set n_images = 0 -%}{%- set text = message['content'] -%}"
+    "{%- else -%}"
+    "{%- set n_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
+    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}"
+    "{%- endif -%}"
+)
+
 # llava/conversation.py `conv_vicuna_v1`
 LLAVA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -29,14 +40,7 @@ VICUNA_V1_TEMPLATE = (
     "{%- set messages = messages[1:] -%}"
     "{%- endif -%}"
     "{{- system -}}"
-    "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}"
-    "{%- set n_images = 0 -%}{%- set text = message['content'] -%}"
-    "{%- else -%}"
-    "{%- set n_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
-    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}"
+    "{%- for message in messages -%}" + _TEXT_AND_IMAGES + "{%- if message['role'] == 'user' -%}"
     "{{- ' USER: ' + '<image>\\n' * n_images + text -}}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{{- ' ASSISTANT:' -}}{%- generation -%}{{- ' ' + text + eos_token -}}{%- endgeneration -%}"
@@ -52,14 +56,7 @@ VICUNA_V1_TEMPLATE = (
 # for trainers that take conversations (TRL's GRPOTrainer): a user turn renders exactly as `vqa_prompt` does, an
 # assistant turn as the SFT target (` {answer}{eos}`). Only lent to such a trainer, never saved with a checkpoint.
 VQA_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}"
-    "{%- set n_images = 0 -%}{%- set text = message['content'] -%}"
-    "{%- else -%}"
-    "{%- set n_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
-    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}"
+    "{%- for message in messages -%}" + _TEXT_AND_IMAGES + "{%- if message['role'] == 'user' -%}"
     "{{- 'Q: ' + '<image> ' * n_images + text | trim + ' A:' -}}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{{- ' ' + text | trim + eos_token -}}"
