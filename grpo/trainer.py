@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -33,11 +32,11 @@ from trl.models.utils import unwrap_model_for_generation
 
 from vlm.eval.held_out import held_out_metrics
 from vlm.eval.metrics import vqa_accuracy
-from vlm.io import atomic_write_json
 from vlm.model.chat_template import VQA_TEMPLATE
 from vlm.model.processing_vlm import VLMProcessor
 from vlm.model.reward_scoring import score_answers
 from vlm.training.guards import TrainingStopped, collapse_problem
+from vlm.training.resume import save_policy
 
 trl_logger = logging.getLogger(GRPOTrainer.__module__)
 BEST, BEST_RECORD = "best", "best.json"
@@ -149,30 +148,15 @@ class VLMGRPOTrainer(GRPOTrainer):
                 "step": self.state.global_step,
                 "metrics": {k[len(metric_key_prefix) + 1 :]: v for k, v in metrics.items()},
             }
-            self.save_policy(Path(self.args.output_dir) / BEST, record)
+            policy = self.accelerator.unwrap_model(self.model)
+            out = Path(self.args.output_dir) / BEST
+            save_policy(self.accelerator, policy, self.saved_processor, out, records={BEST_RECORD: record})
         return metrics
 
     def best_record(self) -> dict | None:
         """`{"step", "metrics"}` of the best evaluation so far (`best/best.json`), or None before the first."""
         path = Path(self.args.output_dir) / BEST / BEST_RECORD
         return json.loads(path.read_text()) if path.is_file() else None
-
-    def save_policy(self, out: Path, record: dict) -> None:
-        """The policy alone in HF format with the processor as it was and `record` (as `best.json`), written beside
-        `out` and renamed over it."""
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            policy = self.accelerator.unwrap_model(self.model)
-            if hasattr(policy, "peft_config"):
-                policy = copy.deepcopy(policy).merge_and_unload()
-            tmp = out.with_name(f".tmp-{out.name}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            policy.save_pretrained(tmp)
-            self.saved_processor.save_pretrained(tmp)
-            atomic_write_json(tmp / BEST_RECORD, record, indent=2)
-            shutil.rmtree(out, ignore_errors=True)
-            tmp.rename(out)
-        self.accelerator.wait_for_everyone()
 
     def _save(self, output_dir=None, state_dict=None):
         """Checkpoints keep the processor as it was (the VQA template is only lent for TRL's rendering)."""

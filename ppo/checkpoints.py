@@ -1,4 +1,4 @@
-"""PPO checkpoints on disk: writing, listing, pruning and loading them, the best policy and the final one.
+"""PPO checkpoints on disk: writing, listing, pruning and loading them, and the record of the best evaluation.
 
 A checkpoint is `<output_dir>/checkpoint-<update>/`: accelerate's state (policy + value wrapper as safetensors;
 optimizer and RNG, which accelerate loads with `torch.load(weights_only=True)`) and `ppo_state.json`, the loop's own
@@ -6,14 +6,13 @@ state (update, episode, log history, best evaluation, starting answer length, wo
 `.tmp-checkpoint-<update>/` and renamed when whole, and only folders holding `ppo_state.json` count, so a run killed
 while saving keeps (and resumes from) its previous checkpoint. The learning-rate scheduler is not saved: it is a
 function of the update, rebuilt on resume, so nothing in a checkpoint is unpickled with arbitrary code. A policy
-saved alone (`best/`, the final policy) is HF format.
+saved alone (`best/`, the final policy) is HF format (`vlm.training.resume.save_policy`, shared with GRPO).
 
 Every function here is called on every rank; the file system is touched by rank 0 only.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -74,21 +73,3 @@ def update_best(accelerator, best: dict | None, metrics: dict, metric: str, step
     if accelerator.is_main_process and (best is None or metrics[metric] > best["metrics"][metric]):
         best = {"step": step, "metrics": metrics}
     return gather_object([best])[0]
-
-
-def save_policy(accelerator, policy, processor, out: Path, replace: bool = True) -> None:
-    """The policy alone in HF format (a LoRA adapter folded in on a copy), with its processor. `replace`: written
-    beside and renamed over `out`, so a reader never sees half of it."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if hasattr(policy, "peft_config"):
-            policy = copy.deepcopy(policy).merge_and_unload()
-        target = out.with_name(f".tmp-{out.name}") if replace else out
-        if replace:
-            shutil.rmtree(target, ignore_errors=True)
-        policy.save_pretrained(target)
-        processor.save_pretrained(target)
-        if replace:
-            shutil.rmtree(out, ignore_errors=True)
-            target.rename(out)
-    accelerator.wait_for_everyone()

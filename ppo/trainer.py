@@ -44,6 +44,7 @@ from ppo.guards import kl_problem, ratio_problem
 from ppo.model_calls import forward, generate_responses, reward_score, scalar_head, slice_images
 from vlm.eval.metrics import vqa_accuracy
 from vlm.training.guards import TrainingStopped, collapse_problem
+from vlm.training.resume import save_policy
 
 logger = logging.getLogger(__name__)
 
@@ -406,7 +407,7 @@ class VLMPPOTrainer(PPOTrainer):
         return metrics
 
     def save_policy(self, out: Path, replace: bool = True) -> None:
-        checkpoints.save_policy(self.accelerator, self.policy(), self.processing_class, out, replace)
+        save_policy(self.accelerator, self.policy(), self.processing_class, out, replace)
 
     def log_samples(self, batch: dict) -> list[dict]:
         """Every rollout of the update, gathered from all ranks: image, question, answer and its rewards; appended

@@ -13,9 +13,11 @@ so nothing is deleted) with a warning. PPO, with its own loop, stages and rename
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from transformers.utils import (
 )
 
 from vlm.data.errors import DataError
+from vlm.io import atomic_write_json
 from vlm.model.weight_files import check_weight_files
 
 logger = logging.getLogger(__name__)
@@ -150,6 +153,27 @@ def save_final(trainer, output_dir: str | Path, merge_lora: bool) -> bool:
         model.save_pretrained(output_dir)
         trainer.processing_class.save_pretrained(output_dir)
     return writer
+
+
+def save_policy(accelerator, policy, processor, out: Path, replace: bool = True, records: dict | None = None) -> None:
+    """The policy alone in HF format (a LoRA adapter folded in on a copy), with its processor and `records` (file
+    name -> JSON). `replace`: written beside and renamed over `out`, so a reader never sees half of it. Called on
+    every rank; rank 0 writes (the RL stages' `best/` and final policy)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if hasattr(policy, "peft_config"):
+            policy = copy.deepcopy(policy).merge_and_unload()
+        target = out.with_name(f".tmp-{out.name}") if replace else out
+        if replace:
+            shutil.rmtree(target, ignore_errors=True)
+        policy.save_pretrained(target)
+        processor.save_pretrained(target)
+        for name, record in (records or {}).items():
+            atomic_write_json(target / name, record, indent=2)
+        if replace:
+            shutil.rmtree(out, ignore_errors=True)
+            target.rename(out)
+    accelerator.wait_for_everyone()
 
 
 def run_facts(cfg, trainer, resumed_from, seconds: float) -> dict:
