@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from accelerate.utils import gather_object
-from transformers import AutoProcessor, set_seed
+from transformers import set_seed
 
 from grpo.config import VLMGRPOConfig
 from grpo.data import prompt_dataset
@@ -23,7 +23,7 @@ from vlm.config_parsing import parse_config, record_config
 from vlm.data.vqa import load_vqa
 from vlm.io import atomic_write_json
 from vlm.model.builder import check_checkpoint, load_vlm
-from vlm.model.reward_scoring import check_reads_like_policy, reward_model_class
+from vlm.model.reward_scoring import load_scorer
 from vlm.training.adaptation import language_model_lora
 from vlm.training.feature_bank import image_inputs, shared_feature_bank
 from vlm.training.guards import TrainingStopped
@@ -63,10 +63,7 @@ def build_trainer(cfg: VLMGRPOConfig, reward_funcs=None, callbacks=None) -> VLMG
     policy, processor = load_vlm(cfg.sft_model_path)
     reward_model = None
     if cfg.reward_model_path:
-        check_reads_like_policy(
-            AutoProcessor.from_pretrained(cfg.reward_model_path), processor, cfg.reward_model_path, "reward model"
-        )
-        reward_model = reward_model_class(cfg.reward_model_path).from_pretrained(cfg.reward_model_path)
+        reward_model, _ = load_scorer(cfg.reward_model_path, processor)
         reward_model.requires_grad_(False).eval()
 
     vqa = load_vqa(cfg.data_dir, cfg.train_split, cfg.image_dir, cfg.train_limit)

@@ -42,7 +42,7 @@ def check_reward_model(trainer, processor) -> dict | None:
         policy,
         processor,
         trainer.reward_model,
-        processor,  # same tokenizer and image tokens: `load_scorer` checked
+        processor,  # same tokenizer and image tokens: `vlm.model.reward_scoring.load_scorer` checked
         trainer.store.images(picked["image_path"]),
         picked["question"],
         picked["answers"],

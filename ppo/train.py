@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import gather_object
-from transformers import AutoProcessor, set_seed
+from transformers import set_seed
 
 from ppo.config import VLMPPOConfig
 from ppo.data import feature_store, pixel_store, prompt_dataset
@@ -26,28 +26,14 @@ from vlm.config_parsing import parse_config, record_config
 from vlm.data.vqa import load_vqa
 from vlm.io import atomic_write_json
 from vlm.model.builder import check_checkpoint, load_vlm
-from vlm.model.modeling_vlm import VLMForSequenceClassification, VLMPreTrainedModel
-from vlm.model.reward_scoring import check_reads_like_policy, reward_model_class
+from vlm.model.modeling_vlm import VLMForSequenceClassification
+from vlm.model.reward_scoring import load_scorer
 from vlm.training.adaptation import language_model_lora, trainable_parameters
 from vlm.training.feature_bank import vision_fingerprint
 from vlm.training.guards import TrainingStopped
 from vlm.training.resume import SUMMARY, refuse_to_overwrite, weights_checksum
 
 logger = logging.getLogger(__name__)
-
-
-def load_scorer(path: str, role: str, policy_processor) -> tuple[VLMPreTrainedModel, object]:
-    """A reward/value model that reads exactly the policy's token ids and image positions, or a clear error: the
-    reward model as the class it was saved from (`reward_model_class`), the value model as a
-    `VLMForSequenceClassification`, which may start from any VLM checkpoint (its score head is trained by PPO)."""
-    check_checkpoint(path, "reward model" if role == "reward model" else None)
-    processor = AutoProcessor.from_pretrained(path)
-    check_reads_like_policy(processor, policy_processor, path, role)
-    model_class = reward_model_class(path) if role == "reward model" else VLMForSequenceClassification
-    model = model_class.from_pretrained(path)
-    if model.config.num_labels != 1:
-        raise ValueError(f"the {role} {path} has {model.config.num_labels} outputs; PPO needs one")
-    return model, processor
 
 
 def _check_shared_tower(models: dict, processor, cfg: VLMPPOConfig) -> None:
@@ -77,10 +63,11 @@ def build_trainer(cfg: VLMPPOConfig, reward_fn=None, trainer_class=VLMPPOTrainer
     policy, processor = load_vlm(cfg.sft_model_path)
     reward_model = None
     if cfg.reward_model_path:
-        reward_model, _ = load_scorer(cfg.reward_model_path, "reward model", processor)
+        reward_model, _ = load_scorer(cfg.reward_model_path, processor)
         reward_model.requires_grad_(False).eval()
     value_path = cfg.value_model_path or cfg.reward_model_path or cfg.sft_model_path
-    value_model, _ = load_scorer(value_path, "value model", processor)
+    # any VLM checkpoint may start the value model: PPO trains its score head
+    value_model, _ = load_scorer(value_path, processor, "value model", VLMForSequenceClassification)
     ref_model = None
     if cfg.reference_model_path:
         ref_model, _ = load_vlm(cfg.reference_model_path)

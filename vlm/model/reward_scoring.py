@@ -99,6 +99,20 @@ def check_reads_like_policy(processor, policy_processor, path: str | Path, role:
         )
 
 
+def load_scorer(path: str | Path, policy_processor, role: str = "reward model", model_class: type | None = None):
+    """A scorer of the policy's rollouts (the RL stages' reward model, or PPO's value model with `model_class`), on
+    the CPU in float32, and its processor; a clear error when it would read the policy's token ids or image
+    positions otherwise (`check_reads_like_policy`) or has more than one output. The reward model loads as the class
+    it was saved from (`reward_model_class`)."""
+    check_checkpoint(path, "reward model" if role == "reward model" else None)
+    processor = AutoProcessor.from_pretrained(path)
+    check_reads_like_policy(processor, policy_processor, path, role)
+    model = (model_class or reward_model_class(path)).from_pretrained(path)
+    if model.config.num_labels != 1:
+        raise ValueError(f"the {role} {path} has {model.config.num_labels} outputs; a scorer of rollouts has one")
+    return model, processor
+
+
 def load_reward_model(path: str | Path, flag: str | None = None):
     """A trained reward model (one output) on the best device, and its processor; a clear error otherwise
     (`flag`: the option that named `path`)."""
