@@ -20,7 +20,7 @@ import torch
 from vlm.model.builder import load_vlm, save_vlm
 from vlm.model.generation import vqa_prompt
 from vlm.synthetic.base_model import SHIPPED
-from vlm.synthetic.description_pretraining import _tower_features
+from vlm.synthetic.description_pretraining import DescriptionBatches, _tower_features, object_order
 from vlm.synthetic.questions import clearly_apart
 from vlm.synthetic.scenes import sample_scene
 
@@ -85,6 +85,7 @@ def main():
     ap.add_argument("--tail", type=int, default=500, help="plain questions at the end")
     ap.add_argument("--pool", type=int, default=20000)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--describe_share", type=float, default=0.0, help="share of each batch that is descriptions")
     args = ap.parse_args()
     torch.manual_seed(0)
     model, processor = load_vlm(SHIPPED)
@@ -97,8 +98,12 @@ def main():
     model.apply_freezing()
     questions = Questions(processor)
 
+    descriptions = DescriptionBatches(processor, scenes, object_order("random", "compare-describe-order-0"))
+    describe_rows = round(64 * args.describe_share)
+
     @torch.no_grad()
-    def accuracy(written: bool) -> float:
+    def accuracy(written: bool) -> tuple[float, float]:
+        """The answers' accuracy, and (with columns written) how often both columns are written right."""
         model.eval()
         ids, mask, labels = questions.batch(held, random.Random(7), written, False)
         logits = model(input_ids=ids, attention_mask=mask, vision_features=held_features).logits
@@ -106,8 +111,14 @@ def main():
         at = (is_answer.int() * torch.arange(ids.shape[1])).argmax(1)  # the answer's position
         rows = torch.arange(len(ids))
         said_yes = logits[rows, at - 1, questions.yes] > logits[rows, at - 1, questions.no]
+        columns = (labels != -100) & ~is_answer & (labels != processor.tokenizer.eos_token_id)
+        columns[:, 0] = False
+        shifted = torch.zeros_like(columns)
+        shifted[:, :-1] = columns[:, 1:]  # logits at position i predict the token at i + 1
+        right = logits.argmax(-1)[shifted] == labels[columns]
+        both = right.view(len(ids), -1).all(1).float().mean().item() if written else float("nan")
         model.train()
-        return (said_yes == (labels[rows, at] == questions.yes)).float().mean().item()
+        return (said_yes == (labels[rows, at] == questions.yes)).float().mean().item(), both
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     rng, draw, losses = random.Random("compare-order-0"), np.random.default_rng(0), []
@@ -118,17 +129,24 @@ def main():
         dropped = min(1.0, max(0, step - args.left_steps - args.hold) / args.ramp)
         written = rng.random() >= dropped
         rows = draw.integers(0, len(scenes), 64).tolist()
-        ids, mask, labels = questions.batch([scenes[i] for i in rows], rng, written, step <= args.left_steps)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels, vision_features=features[rows]).loss
+        asked = rows[describe_rows:]
+        ids, mask, labels = questions.batch([scenes[i] for i in asked], rng, written, step <= args.left_steps)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels, vision_features=features[asked]).loss
+        if describe_rows:  # the description stage goes on beside the questions, so the base keeps what it had
+            described = rows[:describe_rows]
+            loss = (1 - args.describe_share) * loss + args.describe_share * model(
+                **descriptions(described), vision_features=features[described]
+            ).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
         if step % 250 == 0:
+            (plain, _), (with_columns, columns_right) = accuracy(False), accuracy(True)
             print(  # noqa: T201 (a script)
                 f"step {step}: loss {np.mean(losses[-250:]):.3f}, share of plain questions {dropped:.2f}, "
-                f"held-out plain {accuracy(False):.3f}, with columns {accuracy(True):.3f}, "
-                f"{time.time() - started:.0f} s",
+                f"held-out plain {plain:.3f}, with columns {with_columns:.3f} (both columns written right "
+                f"{columns_right:.3f}), {time.time() - started:.0f} s",
                 flush=True,
             )
     model.eval()
