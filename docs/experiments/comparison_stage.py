@@ -3,8 +3,10 @@
 cached) learn left/right questions in the SFT prompt with each object's column written out and scored,
 `Q: <image> Is the red circle at 2 left of the blue square at 4? A: no` (columns 1-4 of 16 px): "left" only, then
 both relation words, then the columns dropped gradually, then plain questions. Scenes are freshly sampled from
-their own stream (never a dataset split). Prints held-out accuracy on 600 other scenes' questions, plain and with
-the columns written, every 250 steps; saves the model for `vlm-rlhf sft --init_from`.
+their own stream (never a dataset split); `--describe_share` trains the base's random-order descriptions of the same
+scenes beside them, so it keeps them. Prints held-out accuracy on 600 other scenes' questions, plain and with the
+columns written, and how often both columns are written right, every 250 steps; saves the model for
+`vlm-rlhf sft --init_from`.
 
     python docs/experiments/comparison_stage.py --out runs/base-compare --left_steps 1000 --hold 1500 \
         --ramp 1500 --tail 500
@@ -98,8 +100,9 @@ def main():
     model.apply_freezing()
     questions = Questions(processor)
 
-    descriptions = DescriptionBatches(processor, scenes, object_order("random", "compare-describe-order-0"))
     describe_rows = round(64 * args.describe_share)
+    if describe_rows:  # tokenizing the pool's descriptions is only worth it when they are trained on
+        descriptions = DescriptionBatches(processor, scenes, object_order("random", "compare-describe-order-0"))
 
     @torch.no_grad()
     def accuracy(written: bool) -> tuple[float, float]:
@@ -112,7 +115,6 @@ def main():
         rows = torch.arange(len(ids))
         said_yes = logits[rows, at - 1, questions.yes] > logits[rows, at - 1, questions.no]
         columns = (labels != -100) & ~is_answer & (labels != processor.tokenizer.eos_token_id)
-        columns[:, 0] = False
         shifted = torch.zeros_like(columns)
         shifted[:, :-1] = columns[:, 1:]  # logits at position i predict the token at i + 1
         right = logits.argmax(-1)[shifted] == labels[columns]

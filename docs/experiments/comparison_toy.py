@@ -1,4 +1,4 @@
-"""Toy for docs/results.md ("Stage 1: left/right learned through written-out columns"): can the 4 x 128 GPT-2 of
+"""Toy for docs/results.md ("Stage 1: left/right through written-out places"): can the 4 x 128 GPT-2 of
 `exist_toy.py` (16 ground-truth patch tokens, then the question) learn the demo's "is the <c> <s> left|right of
 the <c> <s>?" when each object's place is first written out in the question and later dropped?
 
@@ -9,7 +9,7 @@ The curriculum: `--left_steps` with every question asked with "left" (no depende
 to 1 (stepwise internalisation: Deng, Choi and Shieber 2024, "From Explicit CoT to Implicit CoT"), then `--tail`
 steps of plain questions. `--desc` steps of random-order descriptions (`exist_toy.py`'s desc-random) come first.
 Printed every 250 steps: held-out accuracy on 1000 plain questions and on 1000 scaffolded ones (both relations),
-and how often the first object's place is written right.
+and how often both places are written right.
 
     python docs/experiments/comparison_toy.py --desc 1000 --left_steps 750 --hold 750 --ramp 2500 --tail 1000
     python docs/experiments/comparison_toy.py --scaffold patches --desc 1000 --left_steps 0 --hold 3000
@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from exist_toy import (
     COLUMN0,
-    IMAGE,
     LEFT,
     NO,
     PATCH0,
@@ -32,6 +31,7 @@ from exist_toy import (
     YES,
     description,
     object_ids,
+    patch_embeddings,
     patch_of,
     patch_tokens,
 )
@@ -90,9 +90,7 @@ def main():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
 
     def logits(colours, shapes, tokens):
-        patches = embed(torch.full_like(colours, IMAGE))
-        patches = patches + (colours > 0)[..., None] * embed(colours.clamp(min=1))
-        patches = patches + (shapes > 0)[..., None] * embed(shapes + 6)
+        patches = patch_embeddings(embed, colours, shapes)
         return model(inputs_embeds=torch.cat([patches, embed(tokens.clamp(min=0))], 1)).logits[:, colours.shape[1] :]
 
     def stack(rows):

@@ -55,6 +55,13 @@ def patch_tokens(scene):
     return colours, shapes
 
 
+def patch_embeddings(embed, colours, shapes):
+    """Each patch's token: the image token's embedding plus those of its object's colour and shape (none: 0)."""
+    patches = embed(torch.full_like(colours, IMAGE))
+    patches = patches + (colours > 0)[..., None] * embed(colours.clamp(min=1))
+    return patches + (shapes > 0)[..., None] * embed(shapes + 6)
+
+
 def object_ids(colour: str, shape: str) -> tuple[int, int]:
     return 1 + COLOURS.index(colour), 7 + SHAPES.index(shape)
 
@@ -158,9 +165,7 @@ def main():
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.0)
 
     def all_logits(colours, shapes, words):
-        patches = embed(torch.full_like(colours, IMAGE))
-        patches = patches + (colours > 0)[..., None] * embed(colours.clamp(min=1))
-        patches = patches + (shapes > 0)[..., None] * embed(shapes + 6)
+        patches = patch_embeddings(embed, colours, shapes)
         index = torch.arange(GRID * GRID)
         if args.pos2d == "learned":
             patches = patches + embed(COLUMN0 + index % GRID) + embed(ROW0 + index // GRID)
