@@ -2,9 +2,10 @@
 
     vlm-rlhf pretrain-base --config configs/demo/base.yaml --out runs/base
 
-Two stages on freshly sampled scenes, never a dataset's: the tower learns each patch's object
-(`vlm/synthetic/tower_pretraining.py`), then, with the tower frozen, the projector and language model learn to
-describe scenes (`vlm/synthetic/description_pretraining.py`, LLaVA's stage 1). Linear probes measure what the tower
+Up to three stages on freshly sampled scenes, never a dataset's: the tower learns each patch's object
+(`vlm/synthetic/tower_pretraining.py`); then, with the tower frozen, the projector and language model learn to
+describe scenes (`vlm/synthetic/description_pretraining.py`, LLaVA's stage 1); then left/right questions, first
+with each object's column written out (`vlm/synthetic/comparison_pretraining.py`). Linear probes measure what the tower
 and the projector carry (`vlm/synthetic/probes.py`). The folder is written whole or not at all: a killed run leaves
 no base behind. `vlm/synthetic/base/` is this command's output at `configs/demo/base.yaml`, shipped with the package.
 """
@@ -30,6 +31,7 @@ from vlm.config_parsing import parse_config, record_config, resolved_config
 from vlm.io import atomic_write_json, atomic_write_text
 from vlm.model.builder import save_vlm
 from vlm.synthetic.base_model import CARD, WEIGHTS, sha256
+from vlm.synthetic.comparison_pretraining import pretrain_on_comparisons
 from vlm.synthetic.description_pretraining import ORDERS, pretrain_on_descriptions
 from vlm.synthetic.presets import TinyShape, build_tiny_vlm
 from vlm.synthetic.probes import probe_accuracies, tower_features, vlm_features
@@ -61,8 +63,38 @@ class PretrainBaseConfig(TinyShape):
             "choices": list(ORDERS),
         },
     )
+    compare_left_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Comparison stage: steps of left/right questions asking 'left' only, columns written (0 with "
+            "the three below: no comparison stage)."
+        },
+    )
+    compare_both_steps: int = field(default=0, metadata={"help": "Then 'left' and 'right', columns written."})
+    compare_ramp_steps: int = field(
+        default=0, metadata={"help": "Then steps over which the share of plainly asked batches rises from 0 to 1."}
+    )
+    compare_plain_steps: int = field(default=0, metadata={"help": "Then plain questions only."})
+    compare_scenes: int = field(default=20000, metadata={"help": "Scenes in the comparison stage's pool."})
+    compare_batch_size: int = field(
+        default=64, metadata={"help": "Rows per step of that stage, descriptions included."}
+    )
+    compare_learning_rate: float = field(
+        default=1e-3, metadata={"help": "Its learning rate (AdamW, 50 warm-up steps, then constant)."}
+    )
+    compare_describe_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "Share of each of its batches that goes on describing the same scenes, so the base keeps "
+            "its descriptions."
+        },
+    )
     probe_train_scenes: int = field(default=2000, metadata={"help": "Scenes whose objects fit the linear probes."})
     probe_test_scenes: int = field(default=1000, metadata={"help": "Other scenes whose objects score the probes."})
+
+
+def compare_steps(cfg: PretrainBaseConfig) -> int:
+    return cfg.compare_left_steps + cfg.compare_both_steps + cfg.compare_ramp_steps + cfg.compare_plain_steps
 
 
 def _commit(out: Path) -> str | None:
@@ -113,6 +145,21 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
             seed=cfg.seed,
             order=cfg.describe_order,
         )
+    compare_report = None
+    if compare_steps(cfg):
+        compare_report = pretrain_on_comparisons(
+            model,
+            processor,
+            cfg.compare_left_steps,
+            cfg.compare_both_steps,
+            cfg.compare_ramp_steps,
+            cfg.compare_plain_steps,
+            pool_scenes=cfg.compare_scenes,
+            batch_size=cfg.compare_batch_size,
+            learning_rate=cfg.compare_learning_rate,
+            describe_share=cfg.compare_describe_share,
+            seed=cfg.seed,
+        )
     probes = _probe(vlm_features(model, processor), cfg)
     logger.info("probes on held-out objects: %s (random tower: %s)", probes, random_probes)
     partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
@@ -122,11 +169,14 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
     scenes = f"{cfg.steps * cfg.batch_size} freshly sampled scenes (stream 'tower-{cfg.seed}') for the tower"
     if cfg.describe_steps:
         scenes += f", {cfg.describe_scenes} others (stream 'describe-{cfg.seed}') for the descriptions"
+    if compare_report:
+        scenes += f", {cfg.compare_scenes} others (stream 'compare-{cfg.seed}') for left/right questions"
+    questions = "left/right questions on the base's own scenes" if compare_report else "no question"
     card = {
         "command": " ".join(["vlm-rlhf pretrain-base", *argv]),
         "config": resolved_config(cfg),
         "commit": _commit(out),
-        "data": f"{scenes}; no dataset image, no question",
+        "data": f"{scenes}; no dataset image, {questions}",
         "seconds": round(time.time() - started, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {'CUDA' if cuda else 'CPU'}",
         "versions": {
@@ -136,6 +186,7 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
         },
         "tower_pretraining": tower_report,
         "description_pretraining": describe_report,
+        "comparison_pretraining": compare_report,
         "probes": probes,
         "probes_random_tower": random_probes,
         "sha256": {WEIGHTS: sha256(partial / WEIGHTS)},
@@ -166,6 +217,20 @@ def model_card(card: dict) -> str:
         ]
     else:
         language = ["- language side: random (describe_steps 0)"]
+    comparing = card.get("comparison_pretraining")
+    if comparing:
+        curve = ", ".join(f"{p['plain']:.2f}" for p in comparing["held_out_curve"])
+        language.append(
+            f"- left/right (the one VQA question family the base is taught, on its own scenes): "
+            f"{comparing['left_steps']} steps asking 'left' only with each object's column written, "
+            f"{comparing['both_steps']} with both relation words, {comparing['ramp_steps']} dropping the columns, "
+            f"{comparing['plain_steps']} plain; {100 * comparing['describe_share']:.0f} % of each batch of "
+            f"{comparing['batch_size']} goes on describing; {comparing['seconds']:.0f} s; on "
+            f"{comparing['held_out_scenes']} held-out scenes: plain questions "
+            f"{100 * comparing['held_out_plain_accuracy']:.1f} % (chance 50; every 250 steps: {curve}), with the "
+            f"columns written {100 * comparing['held_out_written_accuracy']:.1f} %, both columns written right "
+            f"{100 * comparing['held_out_both_columns_right']:.1f} %"
+        )
     return "\n".join(
         [
             "# The demo's base: a stand-in for pre-trained CLIP + GPT-2",
@@ -174,7 +239,13 @@ def model_card(card: dict) -> str:
             "sampled synthetic scenes only: no image of any dataset split, no question. First the CLIP vision tower,",
             "each patch token supervised with the colour and shape of the object centred in it",
             "(`vlm/synthetic/tower_pretraining.py`); then, with the tower frozen, the projector and the GPT-2 learn to",
-            "describe scenes (`vlm/synthetic/description_pretraining.py`, LLaVA's stage 1).",
+            "describe scenes (`vlm/synthetic/description_pretraining.py`, LLaVA's stage 1)"
+            + (
+                "; then they learn left/right questions through each object's written-out column, which a random "
+                "language model does not find from plain questions (`vlm/synthetic/comparison_pretraining.py`)."
+                if comparing
+                else "."
+            ),
             "",
             f"- command: `{card['command']}`",
             f"- commit: {card['commit']}",

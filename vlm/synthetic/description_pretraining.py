@@ -30,7 +30,7 @@ import torch
 
 from vlm.model.generation import vqa_prompt
 from vlm.synthetic.fit import fit
-from vlm.synthetic.probes import scene_features, tower_features
+from vlm.synthetic.probes import frozen_tower_features
 from vlm.synthetic.questions import describe
 from vlm.synthetic.scenes import Scene, sample_scene
 
@@ -38,13 +38,6 @@ logger = logging.getLogger(__name__)
 
 DESCRIBE_QUESTION = "Describe the image."
 ORDERS = ("random", "left-to-right")
-
-
-def _tower_features(model, processor, scenes: list[Scene]) -> torch.Tensor:
-    """The frozen tower's outputs for every scene, `[scenes, tokens, width]`, on the CPU."""
-    image_processor = processor.image_processor
-    tower = tower_features(model.model.vision_tower, image_processor.image_mean, image_processor.image_std)
-    return scene_features(tower, scenes)["tower"]
 
 
 class DescriptionBatches:
@@ -102,7 +95,7 @@ def pretrain_on_descriptions(
     model.config.freeze_vision, model.config.freeze_projector, model.config.freeze_language_model = True, False, False
     model.apply_freezing()
     started = time.time()
-    features = _tower_features(model, processor, scenes)
+    features = frozen_tower_features(model, processor, scenes)
     batches = DescriptionBatches(processor, scenes, object_order(order, f"describe-order-{seed}"))
     draw = np.random.default_rng(seed)
 
@@ -140,7 +133,7 @@ def description_accuracy(model, processor, scenes: list[Scene], order: random.Ra
     """Teacher-forced accuracy on the scenes' descriptions (objects shuffled by `order`, or left to right): per token,
     and whole descriptions right. In a random order the first word of each sentence is a guess among the objects
     not yet named, so these figures are lower than for the same skill left to right."""
-    features = _tower_features(model, processor, scenes)
+    features = frozen_tower_features(model, processor, scenes)
     batches = DescriptionBatches(processor, scenes, order)
     right = total = whole = 0
     for start in range(0, len(scenes), batch):

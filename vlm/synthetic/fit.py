@@ -1,8 +1,8 @@
-"""The loop both stages of the demo's base train with (`vlm-rlhf pretrain-base`): AdamW, transformers' warm-up +
-cosine schedule, and a loss curve of means over `log_every` steps.
+"""The loop the stages of the demo's base train with (`vlm-rlhf pretrain-base`): AdamW, transformers' warm-up +
+cosine (or constant) schedule, and a loss curve of means over `log_every` steps.
 
-Written by hand rather than on the Trainer: the tower's stage draws fresh scenes every step and the description
-stage reads tower features held in memory, so there is no dataset to iterate, no checkpoint to resume (a build
+Written by hand rather than on the Trainer: the tower's stage draws fresh scenes every step and the later stages
+read tower features held in memory, so there is no dataset to iterate, no checkpoint to resume (a build
 takes minutes and is written whole or not at all), and the loop runs unchanged on CPU and CUDA.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +28,15 @@ def fit(
     weight_decay: float = 0.0,
     max_grad_norm: float | None = None,
     log_every: int | None = None,
+    schedule: str = "cosine",
 ) -> list[dict]:
-    """Run `steps` optimizer steps on `step_loss(step)`; return the loss curve, `[{"step", "loss"}]`."""
+    """Run `steps` optimizer steps on `step_loss(step)`; return the loss curve, `[{"step", "loss"}]`. `schedule`:
+    "cosine" (warm-up, then cosine to zero) or "constant" (warm-up, then flat), transformers' schedules."""
     log_every = log_every or min(250, max(1, steps // 10))  # ten points of the loss curve at least
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
-    schedule = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
+    scheduler = get_scheduler(
+        "cosine" if schedule == "cosine" else "constant_with_warmup", optimizer, warmup_steps, steps
+    )
     losses, curve = [], []
     for step in range(steps):
         loss = step_loss(step)
@@ -41,7 +45,7 @@ def fit(
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
-        schedule.step()
+        scheduler.step()
         losses.append(loss.item())
         if (step + 1) % log_every == 0 or step + 1 == steps:
             curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-log_every:])), 4)})

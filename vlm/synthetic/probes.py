@@ -85,6 +85,14 @@ def tower_features(tower, image_mean, image_std) -> FeatureFn:
     return features
 
 
+def frozen_tower_features(model, processor, scenes: list[Scene]) -> torch.Tensor:
+    """A VLM's tower outputs for every scene, `[scenes, tokens, width]`, on the CPU: what the base's later stages
+    cache, since their tower is frozen."""
+    image_processor = processor.image_processor
+    tower = tower_features(model.model.vision_tower, image_processor.image_mean, image_processor.image_std)
+    return scene_features(tower, scenes)["tower"]
+
+
 def vlm_features(model, processor) -> FeatureFn:
     """The VLM's tower features and the projector's outputs (what is ADDED onto the `<image>` embeddings)."""
     image_processor = processor.image_processor
