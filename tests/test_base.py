@@ -2,12 +2,13 @@
 
 The command, run for a few steps, writes a whole base folder (a VLM checkpoint with its tokenizer, a card with the
 weights' sha256, a model card, run_config.yaml): the tower's loss fell and its probe reads colour far above chance,
-and the description stage's loss fell. The tiny preset loads it whole (every weight equal, the freeze flags it is
-asked for applied), and refuses a base of other sizes or projector heads, tampered weights or a folder that is not a
-base, in one line.
+and the description and comparison stages' losses fell. The tiny preset loads it whole (every weight equal, the
+freeze flags it is asked for applied), and refuses a base of other sizes or projector heads, tampered weights or a
+folder that is not a base, in one line.
 It refuses an existing folder. The shipped base matches its card (hash), loads into the demo's preset, its patches
 still give away each object's colour and shape (re-probed here on fresh scenes), and it still describes fresh scenes
-as well as its card says; its tokenizer reads the chat template's words whole. `vlm-rlhf probe` measures a
+as well as its card says and answers plain left/right questions about fresh scenes as well as its card says
+(at least 0.8, chance 0.5); its tokenizer reads the chat template's words whole. `vlm-rlhf probe` measures a
 checkpoint's tower and projector, writes the figures, and refuses a reward model.
 """
 
@@ -25,10 +26,11 @@ from vlm.cli import main
 from vlm.model.builder import load_vlm
 from vlm.model.chat_template import ASSISTANT_TAG, LLAVA_SYSTEM, SHORT_ANSWER_SUFFIX, USER_TAG
 from vlm.synthetic.base_model import CARD, SHIPPED, WEIGHTS, check_base, sha256
+from vlm.synthetic.comparison_pretraining import ComparisonQuestions, column, comparison_accuracy, scenes_with_pairs
 from vlm.synthetic.description_pretraining import description_accuracy, object_order
 from vlm.synthetic.presets import TinyPreset, build_tiny_vlm
-from vlm.synthetic.probes import probe_accuracies, vlm_features
-from vlm.synthetic.scenes import sample_scene
+from vlm.synthetic.probes import frozen_tower_features, probe_accuracies, vlm_features
+from vlm.synthetic.scenes import SceneObject, sample_scene
 
 SIZES = dict(vision_hidden_size=64, vision_layers=1, vision_heads=2, text_hidden_size=64, text_layers=1)
 SMALL = [arg for k, v in SIZES.items() for arg in (f"--{k}", str(v))] + ["--corpus_scenes", "100"]
@@ -40,6 +42,8 @@ def small_base(tmp_path_factory):
     argv = ["pretrain-base", "--config", "configs/demo/base.yaml", "--out", str(out), *SMALL]
     argv += ["--steps", "120", "--batch_size", "32", "--learning_rate", "3e-3"]
     argv += ["--describe_steps", "60", "--describe_scenes", "300", "--describe_learning_rate", "3e-3"]
+    argv += ["--compare_left_steps", "30", "--compare_both_steps", "30", "--compare_ramp_steps", "30"]
+    argv += ["--compare_plain_steps", "10", "--compare_scenes", "300", "--compare_learning_rate", "3e-3"]
     argv += ["--probe_train_scenes", "300", "--probe_test_scenes", "150"]
     assert main(argv) == 0
     return out
@@ -49,9 +53,13 @@ def test_pretrain_base_writes_a_whole_base_that_learned(small_base):
     files = {p.name for p in small_base.iterdir()}
     assert {"README.md", CARD, "config.json", WEIGHTS, "run_config.yaml", "tokenizer.json"} <= files, files
     card = check_base(small_base)
-    for stage in ("tower_pretraining", "description_pretraining"):
+    for stage in ("tower_pretraining", "description_pretraining", "comparison_pretraining"):
         losses = [p["loss"] for p in card[stage]["loss_curve"]]
         assert losses[-1] < 0.6 * losses[0], (stage, losses)
+    comparing = card["comparison_pretraining"]
+    assert [p["step"] for p in comparing["held_out_curve"]] == [100], comparing["held_out_curve"]
+    assert 0.0 <= comparing["held_out_plain_accuracy"] <= 1.0 and comparing["held_out_scenes"] == 600
+    assert "left/right questions on the base's own scenes" in card["data"], card["data"]
     assert card["description_pretraining"]["held_out_token_accuracy"] > 0.4, card["description_pretraining"]
     probes = card["probes"]
     assert probes["tower.colour"] > probes["majority.colour"] + 0.4, probes
@@ -60,6 +68,14 @@ def test_pretrain_base_writes_a_whole_base_that_learned(small_base):
     assert yaml.safe_load((small_base / "run_config.yaml").read_text())["describe_steps"] == 60
     readme = (small_base / "README.md").read_text()
     assert card["sha256"][WEIGHTS] in readme and f"{100 * probes['projector.shape']:.1f}" in readme
+    assert "the one VQA question family the base is taught" in readme
+
+
+def test_columns_are_patch_columns():
+    """What the comparison stage writes after each object: the patch column its centre falls in, 1 = leftmost."""
+    objects = [SceneObject("red", "circle", x, 30, 6, (255, 0, 0)) for x in (0, 15, 16, 47, 63)]
+    assert [column(o, 64, 16) for o in objects] == [1, 1, 2, 3, 4]
+    assert [column(o, 64, 8) for o in objects] == [1, 2, 3, 6, 8]
 
 
 def test_the_preset_loads_the_base_and_refuses_what_does_not_fit(small_base, tmp_path, capsys):
@@ -112,6 +128,13 @@ def test_the_shipped_base_matches_its_card_sees_and_describes():
     described = description_accuracy(model, processor, scenes, order)
     recorded = card["description_pretraining"]["held_out_whole_descriptions"]
     assert described["held_out_whole_descriptions"] >= recorded - 0.1, (described, recorded)
+    # and it answers plain left/right questions about fresh scenes as its card says (chance 0.5)
+    pairs = scenes_with_pairs("test-shipped-base-pairs", 300, 64)
+    questions = ComparisonQuestions(processor, 64, 16)
+    features = frozen_tower_features(model, processor, pairs)
+    answered = comparison_accuracy(model, questions, pairs, features, False, "test-shipped-base-ask")["accuracy"]
+    recorded = card["comparison_pretraining"]["held_out_plain_accuracy"]
+    assert recorded >= 0.8 and answered >= recorded - 0.1, (answered, recorded)
 
 
 def test_the_shipped_tokenizer_reads_the_chat_template_in_words():
