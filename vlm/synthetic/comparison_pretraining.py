@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from vlm.model.generation import vqa_prompt
-from vlm.synthetic.description_pretraining import DescriptionBatches, object_order
+from vlm.synthetic.description_pretraining import DescriptionBatches, object_order, right_padded
 from vlm.synthetic.fit import fit
 from vlm.synthetic.probes import frozen_tower_features
 from vlm.synthetic.questions import clearly_apart
@@ -92,13 +92,7 @@ class ComparisonQuestions:
 
     def __call__(self, scenes: list[Scene], rng: random.Random, written: bool, left_only: bool) -> dict:
         """A right-padded batch, one question per scene."""
-        rows = [self.row(s, rng, written, left_only) for s in scenes]
-        length = max(len(ids) for ids, _ in rows)
-        ids = torch.full((len(rows), length), self.tokenizer.pad_token_id)
-        labels, mask = torch.full_like(ids, -100), torch.zeros_like(ids)
-        for i, (x, y) in enumerate(rows):
-            ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return right_padded([self.row(s, rng, written, left_only) for s in scenes], self.tokenizer.pad_token_id)
 
 
 @torch.no_grad()

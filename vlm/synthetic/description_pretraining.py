@@ -56,16 +56,20 @@ class DescriptionBatches:
         self.pad = tokenizer.pad_token_id
 
     def __call__(self, rows) -> dict[str, torch.Tensor]:
-        seqs = [self.prompt + self.completions[r] for r in rows]
-        length = max(map(len, seqs))
-        ids = torch.full((len(seqs), length), self.pad, dtype=torch.long)
-        labels = torch.full_like(ids, -100)
-        mask = torch.zeros_like(ids)
-        for b, seq in enumerate(seqs):
-            ids[b, : len(seq)] = torch.tensor(seq)
-            mask[b, : len(seq)] = 1
-            labels[b, len(self.prompt) : len(seq)] = ids[b, len(self.prompt) : len(seq)]
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        unscored = [-100] * len(self.prompt)
+        return right_padded(
+            [(self.prompt + self.completions[r], unscored + self.completions[r]) for r in rows], self.pad
+        )
+
+
+def right_padded(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    """A batch of `(token ids, labels)` rows, right-padded (labels -100, attention 0 on the padding)."""
+    length = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    labels, mask = torch.full_like(ids, -100), torch.zeros_like(ids)
+    for b, (x, y) in enumerate(rows):
+        ids[b, : len(x)], labels[b, : len(y)], mask[b, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def pretrain_on_descriptions(
