@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -29,8 +29,8 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from vlm.config_parsing import parse_config, record_config, resolved_config
 from vlm.io import atomic_write_json, atomic_write_text
-from vlm.model.builder import save_vlm
-from vlm.synthetic.base_model import CARD, WEIGHTS, sha256
+from vlm.model.builder import load_vlm, save_vlm
+from vlm.synthetic.base_model import CARD, WEIGHTS, check_base, sha256
 from vlm.synthetic.comparison_pretraining import pretrain_on_comparisons
 from vlm.synthetic.description_pretraining import ORDERS, pretrain_on_descriptions
 from vlm.synthetic.presets import TinyShape, build_tiny_vlm
@@ -70,7 +70,19 @@ class PretrainBaseConfig(TinyShape):
             "the three below: no comparison stage)."
         },
     )
-    compare_both_steps: int = field(default=0, metadata={"help": "Then 'left' and 'right', columns written."})
+    compare_both_steps: int = field(
+        default=0, metadata={"help": "Then 'left' and 'right', columns written, for at least this many steps."}
+    )
+    compare_max_both_steps: int = field(
+        default=0,
+        metadata={
+            "help": "... and on, up to this many, until both columns are written right on compare_columns_found "
+            "of the stage's held-out questions (checked every 250 steps)."
+        },
+    )
+    compare_columns_found: float = field(
+        default=0.8, metadata={"help": "The share of held-out questions with both columns right that starts the ramp."}
+    )
     compare_ramp_steps: int = field(
         default=0, metadata={"help": "Then steps over which the share of plainly asked batches rises from 0 to 1."}
     )
@@ -89,37 +101,52 @@ class PretrainBaseConfig(TinyShape):
             "its descriptions."
         },
     )
+    compare_seed: int | None = field(
+        default=None, metadata={"help": "The comparison stage's seed (its scenes and dropout draws); default: seed."}
+    )
+    continue_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "A base built with this config's tower and description settings: taken as it is, and only "
+            "the comparison stage runs (the build is deterministic on one thread, so the result is the whole "
+            "command's in half the time); the card records it."
+        },
+    )
     probe_train_scenes: int = field(default=2000, metadata={"help": "Scenes whose objects fit the linear probes."})
     probe_test_scenes: int = field(default=1000, metadata={"help": "Other scenes whose objects score the probes."})
+
+
+def compare_seed(cfg: PretrainBaseConfig) -> int:
+    return cfg.seed if cfg.compare_seed is None else cfg.compare_seed
 
 
 def compare_steps(cfg: PretrainBaseConfig) -> int:
     return cfg.compare_left_steps + cfg.compare_both_steps + cfg.compare_ramp_steps + cfg.compare_plain_steps
 
 
-def _commit(out: Path) -> str | None:
-    """The checkout's commit, and which files differ from it (the output folder aside: rebuilding the shipped base
-    replaces tracked files)."""
-    try:
-        root = Path(__file__).resolve().parents[2]
-        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "-C", root, "status", "--porcelain"], capture_output=True, text=True).stdout
-        own = f"{out.resolve()}"
-        changed = [line[3:] for line in status.splitlines() if not f"{root / line[3:]}".startswith(own)]
-        return head.stdout.strip() + (f" (uncommitted changes in {', '.join(changed)})" if changed else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+# what the tower and description stages depend on: a base to continue from must have been built with the same
+_EARLIER_STAGES = tuple(f.name for f in fields(TinyShape)) + ("steps", "batch_size", "learning_rate")
 
 
-def _probe(feature_fn, cfg: PretrainBaseConfig) -> dict:
-    return probe_accuracies(feature_fn, cfg.image_size, cfg.patch_size, cfg.probe_train_scenes, cfg.probe_test_scenes)
-
-
-def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
-    out = Path(cfg.out)
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; remove it or choose another --out")
-    started = time.time()
+def _earlier_stages(cfg: PretrainBaseConfig):
+    """The tower and description stages: trained here, or taken from `continue_from` when its card says they were
+    trained as this config asks. Returns the model, its processor and the card's entries for them."""
+    if cfg.continue_from:
+        folder = Path(cfg.continue_from)
+        earlier = check_base(folder)
+        keys = _EARLIER_STAGES + tuple(k for k in earlier["config"] if k.startswith("describe_"))
+        differ = [
+            f"{k} {earlier['config'].get(k)} (asked {getattr(cfg, k)})"
+            for k in keys
+            if earlier["config"].get(k) != getattr(cfg, k)
+        ]
+        if differ:
+            raise ValueError(f"{folder / CARD}: built with other tower or description settings: {', '.join(differ)}")
+        model, processor = load_vlm(folder)
+        entries = {k: earlier[k] for k in ("tower_pretraining", "description_pretraining", "probes_random_tower")}
+        entries["continued_from"] = {k: earlier[k] for k in ("command", "commit", "seconds", "machine")}
+        entries["continued_from"]["sha256"] = earlier["sha256"][WEIGHTS]
+        return model, processor, entries
     tower, tower_report = pretrain_vision_tower(
         cfg.vision_config(),
         OPENAI_CLIP_MEAN,
@@ -145,6 +172,34 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
             seed=cfg.seed,
             order=cfg.describe_order,
         )
+    entries = {"tower_pretraining": tower_report, "description_pretraining": describe_report}
+    return model, processor, {**entries, "probes_random_tower": random_probes}
+
+
+def _commit(out: Path) -> str | None:
+    """The checkout's commit, and which files differ from it (the output folder aside: rebuilding the shipped base
+    replaces tracked files)."""
+    try:
+        root = Path(__file__).resolve().parents[2]
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "-C", root, "status", "--porcelain"], capture_output=True, text=True).stdout
+        own = f"{out.resolve()}"
+        changed = [line[3:] for line in status.splitlines() if not f"{root / line[3:]}".startswith(own)]
+        return head.stdout.strip() + (f" (uncommitted changes in {', '.join(changed)})" if changed else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _probe(feature_fn, cfg: PretrainBaseConfig) -> dict:
+    return probe_accuracies(feature_fn, cfg.image_size, cfg.patch_size, cfg.probe_train_scenes, cfg.probe_test_scenes)
+
+
+def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
+    out = Path(cfg.out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; remove it or choose another --out")
+    started = time.time()
+    model, processor, earlier = _earlier_stages(cfg)
     compare_report = None
     if compare_steps(cfg):
         compare_report = pretrain_on_comparisons(
@@ -154,41 +209,41 @@ def pretrain_base(cfg: PretrainBaseConfig, argv: list[str]) -> Path:
             cfg.compare_both_steps,
             cfg.compare_ramp_steps,
             cfg.compare_plain_steps,
+            max_both_steps=cfg.compare_max_both_steps,
+            columns_found=cfg.compare_columns_found,
             pool_scenes=cfg.compare_scenes,
             batch_size=cfg.compare_batch_size,
             learning_rate=cfg.compare_learning_rate,
             describe_share=cfg.compare_describe_share,
-            seed=cfg.seed,
+            seed=compare_seed(cfg),
         )
     probes = _probe(vlm_features(model, processor), cfg)
-    logger.info("probes on held-out objects: %s (random tower: %s)", probes, random_probes)
+    logger.info("probes on held-out objects: %s (random tower: %s)", probes, earlier["probes_random_tower"])
     partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     save_vlm(model.cpu(), processor, partial)
     cuda = torch.cuda.is_available()
     scenes = f"{cfg.steps * cfg.batch_size} freshly sampled scenes (stream 'tower-{cfg.seed}') for the tower"
-    if cfg.describe_steps:
+    if earlier["description_pretraining"]:
         scenes += f", {cfg.describe_scenes} others (stream 'describe-{cfg.seed}') for the descriptions"
     if compare_report:
-        scenes += f", {cfg.compare_scenes} others (stream 'compare-{cfg.seed}') for left/right questions"
+        scenes += f", {cfg.compare_scenes} others (stream 'compare-{compare_seed(cfg)}') for left/right questions"
     questions = "left/right questions on the base's own scenes" if compare_report else "no question"
     card = {
         "command": " ".join(["vlm-rlhf pretrain-base", *argv]),
         "config": resolved_config(cfg),
         "commit": _commit(out),
         "data": f"{scenes}; no dataset image, {questions}",
-        "seconds": round(time.time() - started, 1),
+        "seconds": round(time.time() - started + earlier.get("continued_from", {}).get("seconds", 0), 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {'CUDA' if cuda else 'CPU'}",
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "python": platform.python_version(),
         },
-        "tower_pretraining": tower_report,
-        "description_pretraining": describe_report,
+        **earlier,
         "comparison_pretraining": compare_report,
         "probes": probes,
-        "probes_random_tower": random_probes,
         "sha256": {WEIGHTS: sha256(partial / WEIGHTS)},
     }
     atomic_write_json(partial / CARD, card, indent=1)
@@ -251,6 +306,7 @@ def model_card(card: dict) -> str:
             f"- commit: {card['commit']}",
             f"- data: {card['data']}",
             f"- {card['seconds']:.0f} s in all on {card['machine']}",
+            *_continued(card),
             f"- tower: {tower['steps']} steps of {tower['batch_size']} scenes, lr {tower['learning_rate']}; its heads "
             f"on 1000 held-out scenes: colour {100 * tower['held_out_object_colour']:.1f} %, shape "
             f"{100 * tower['held_out_object_shape']:.1f} %, empty patches {100 * tower['held_out_empty_patch']:.1f} %",
@@ -274,6 +330,18 @@ def model_card(card: dict) -> str:
             "",
         ]
     )
+
+
+def _continued(card: dict) -> list[str]:
+    earlier = card.get("continued_from")
+    if not earlier:
+        return []
+    return [
+        f"- the tower and description stages are those of an earlier build with the same settings, "
+        f"`{earlier['command']}` (commit {earlier['commit']}, {earlier['seconds']:.0f} s on {earlier['machine']}, "
+        f"sha256 `{earlier['sha256']}`): this command continued from it (`continue_from`) and ran the comparison "
+        "stage; the seconds above include both"
+    ]
 
 
 def main(argv=None) -> Path:

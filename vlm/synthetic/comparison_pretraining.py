@@ -10,7 +10,11 @@ Deng, Choi and Shieber, "From Explicit CoT to Implicit CoT", 2024):
 1. `left_steps`: questions ask "left" only, each object's column (1 to image_size / patch_size, the patch column
    its centre falls in) written after it and scored: `Q: <image> Is the red circle at 2 left of the blue square
    at 4? A: no`;
-2. `both_steps`: "left" and "right", columns written;
+2. `both_steps`: "left" and "right", columns written, and on (up to `max_both_steps`) until the model writes both
+   columns right on `columns_found` of the held-out questions: finding each object's column is a late, sudden
+   step whose timing varies from run to run (two builds of the same recipe: both columns right 0.36 -> 0.81 between
+   steps 1000 and 1500 in one, 0.31 -> 0.36 by step 3000 in the other), and dropping the columns before it gives
+   plain questions nothing to stand on (they stayed at 0.50 in the second);
 3. `ramp_steps`: the share of batches asked plainly ("Is the red circle left of the blue square?") rises from 0 to 1;
 4. `plain_steps`: plain questions only.
 
@@ -128,6 +132,8 @@ def pretrain_on_comparisons(
     both_steps: int,
     ramp_steps: int,
     plain_steps: int,
+    max_both_steps: int | None = None,
+    columns_found: float = 0.8,
     pool_scenes: int = 20000,
     batch_size: int = 64,
     learning_rate: float = 1e-3,
@@ -139,12 +145,15 @@ def pretrain_on_comparisons(
 ) -> dict:
     """Train `model`'s projector and language model in place on the curriculum above (the tower stays frozen);
     return a report: loss curve, held-out accuracy every `eval_every` steps (plain questions, questions with the
-    columns written, both columns written right), and the same at the end."""
-    steps = left_steps + both_steps + ramp_steps + plain_steps
-    if steps < 1 or not 0.0 <= describe_share < 1.0:
+    columns written, both columns written right), where the ramp started, and the same figures at the end. The
+    stage's dropout draws come from `seed`, not from what ran before it."""
+    max_both_steps = both_steps if max_both_steps is None else max(max_both_steps, both_steps)
+    most_steps = left_steps + max_both_steps + ramp_steps + plain_steps
+    if most_steps < 1 or not 0.0 <= describe_share < 1.0:
         raise ValueError(
-            f"the comparison stage needs steps > 0 and 0 <= describe_share < 1; got {steps}, {describe_share}"
+            f"the comparison stage needs steps > 0 and 0 <= describe_share < 1; got {most_steps}, {describe_share}"
         )
+    torch.manual_seed(seed)
     size, patch = model.config.vision_config.image_size, model.config.vision_config.patch_size
     scenes = scenes_with_pairs(f"compare-{seed}", pool_scenes, size)
     held_out = scenes_with_pairs(f"compare-held-out-{seed}", held_out_scenes, size)
@@ -160,21 +169,33 @@ def pretrain_on_comparisons(
         descriptions = DescriptionBatches(processor, scenes, object_order("random", f"compare-describe-order-{seed}"))
     rng, draw = random.Random(f"compare-order-{seed}"), np.random.default_rng(seed)
     curve: list[dict] = []
+    found_at: int | None = None  # the first evaluation, after `both_steps`, with the columns found
+    ramp_start: int | None = None  # then, or once `max_both_steps` have passed without
 
     def evaluate(step: int) -> None:
+        nonlocal found_at, ramp_start
         plain = comparison_accuracy(model, questions, held_out, held_out_features, False, f"compare-ask-{seed}")
         written = comparison_accuracy(model, questions, held_out, held_out_features, True, f"compare-ask-{seed}")
         curve.append({"step": step, "plain": plain["accuracy"], "written": written["accuracy"], **written})
         del curve[-1]["accuracy"]
         logger.info("comparison pre-training, held out after %d steps: %s", step, curve[-1])
+        found = written["both_columns_right"] >= columns_found
+        if ramp_start is None and step >= left_steps + both_steps and found:
+            found_at = ramp_start = step
 
     def plain_share(step: int) -> float:
-        into_ramp = step - left_steps - both_steps
-        return min(1.0, max(0, into_ramp) / ramp_steps) if ramp_steps else float(into_ramp >= 0)
+        if ramp_start is None:
+            return 0.0
+        return min(1.0, (step - ramp_start) / ramp_steps) if ramp_steps else 1.0
 
-    def step_loss(step: int) -> torch.Tensor:
+    def step_loss(step: int) -> torch.Tensor | None:
+        nonlocal ramp_start
         if step and step % eval_every == 0:  # before this step's update: the model after `step` updates
             evaluate(step)
+        if ramp_start is None and step >= left_steps + max_both_steps:
+            ramp_start = step  # the columns were not found in time: drop them anyway, and the card says so
+        if ramp_start is not None and step >= ramp_start + ramp_steps + plain_steps:
+            return None
         rows = draw.integers(0, pool_scenes, batch_size).tolist()
         asked, described = rows[described_rows:], rows[:described_rows]
         batch = questions([scenes[i] for i in asked], rng, rng.random() >= plain_share(step), step < left_steps)
@@ -189,14 +210,23 @@ def pretrain_on_comparisons(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     name = "comparison pre-training"
-    losses = fit(step_loss, params, steps, learning_rate, WARMUP_STEPS, name, log_every=log_every, schedule="constant")
-    evaluate(steps)
+    losses = fit(
+        step_loss, params, most_steps, learning_rate, WARMUP_STEPS, name, log_every=log_every, schedule="constant"
+    )
+    steps = losses[-1]["step"]
+    if not curve or curve[-1]["step"] != steps:
+        evaluate(steps)
     model.eval()
     report = {
         "left_steps": left_steps,
         "both_steps": both_steps,
         "ramp_steps": ramp_steps,
         "plain_steps": plain_steps,
+        "max_both_steps": max_both_steps,
+        "columns_found": columns_found,
+        "steps": steps,
+        "ramp_started_at": ramp_start,
+        "columns_found_at": found_at,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "describe_share": describe_share,

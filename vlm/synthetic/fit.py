@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def fit(
-    step_loss: Callable[[int], torch.Tensor],
+    step_loss: Callable[[int], torch.Tensor | None],
     params: list[torch.nn.Parameter],
     steps: int,
     learning_rate: float,
@@ -30,8 +30,9 @@ def fit(
     log_every: int | None = None,
     schedule: str = "cosine",
 ) -> list[dict]:
-    """Run `steps` optimizer steps on `step_loss(step)`; return the loss curve, `[{"step", "loss"}]`. `schedule`:
-    "cosine" (warm-up, then cosine to zero) or "constant" (warm-up, then flat), transformers' schedules."""
+    """Run up to `steps` optimizer steps on `step_loss(step)`; return the loss curve, `[{"step", "loss"}]`. A
+    `step_loss` that returns None ends the run there (a stage whose length depends on what it has learned).
+    `schedule`: "cosine" (warm-up, then cosine to zero) or "constant" (warm-up, then flat), transformers' schedules."""
     log_every = log_every or min(250, max(1, steps // 10))  # ten points of the loss curve at least
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     scheduler = get_scheduler(
@@ -40,6 +41,8 @@ def fit(
     losses, curve = [], []
     for step in range(steps):
         loss = step_loss(step)
+        if loss is None:
+            break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm is not None:
@@ -50,4 +53,7 @@ def fit(
         if (step + 1) % log_every == 0 or step + 1 == steps:
             curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-log_every:])), 4)})
             logger.info("%s: step %d/%d, loss %.3f", name, step + 1, steps, curve[-1]["loss"])
+    if losses and (not curve or curve[-1]["step"] != len(losses)):  # a run ended early: its last, shorter stretch
+        tail = len(losses) - (curve[-1]["step"] if curve else 0)
+        curve.append({"step": len(losses), "loss": round(float(np.mean(losses[-tail:])), 4)})
     return curve
