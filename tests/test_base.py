@@ -42,7 +42,8 @@ def small_base(tmp_path_factory):
     argv = ["pretrain-base", "--config", "configs/demo/base.yaml", "--out", str(out), *SMALL]
     argv += ["--steps", "120", "--batch_size", "32", "--learning_rate", "3e-3"]
     argv += ["--describe_steps", "60", "--describe_scenes", "300", "--describe_learning_rate", "3e-3"]
-    argv += ["--compare_left_steps", "30", "--compare_both_steps", "30", "--compare_ramp_steps", "30"]
+    argv += ["--compare_left_steps", "30", "--compare_both_steps", "30", "--compare_max_both_steps", "30"]
+    argv += ["--compare_ramp_steps", "30"]
     argv += ["--compare_plain_steps", "10", "--compare_scenes", "300", "--compare_learning_rate", "3e-3"]
     argv += ["--probe_train_scenes", "300", "--probe_test_scenes", "150"]
     assert main(argv) == 0
@@ -107,6 +108,30 @@ def test_the_preset_loads_the_base_and_refuses_what_does_not_fit(small_base, tmp
 
     assert main(["pretrain-base", "--config", "configs/demo/base.yaml", "--out", str(small_base), *SMALL]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_build_continues_from_a_base_with_the_same_earlier_stages(small_base, tmp_path, capsys):
+    """`continue_from` takes the tower and description stages of a base built with the same settings, runs only the
+    comparison stage on it, and says so in the card; a base built otherwise is refused in one line. The stage keeps
+    the columns written past `compare_both_steps` while they are not found, up to `compare_max_both_steps`."""
+    out = tmp_path / "continued"
+    argv = ["pretrain-base", "--config", "configs/demo/base.yaml", "--out", str(out), *SMALL]
+    argv += ["--steps", "120", "--batch_size", "32", "--learning_rate", "3e-3", "--describe_steps", "60"]
+    argv += ["--describe_scenes", "300", "--describe_learning_rate", "3e-3", "--compare_scenes", "300"]
+    argv += ["--probe_train_scenes", "300", "--probe_test_scenes", "150", "--continue_from", str(small_base)]
+    stage = ["--compare_left_steps", "10", "--compare_both_steps", "10", "--compare_max_both_steps", "30"]
+    assert main([*argv, *stage, "--compare_ramp_steps", "10", "--compare_plain_steps", "5"]) == 0
+    card, earlier = check_base(out), check_base(small_base)
+    assert card["continued_from"]["sha256"] == earlier["sha256"][WEIGHTS]
+    assert card["tower_pretraining"] == earlier["tower_pretraining"]
+    assert card["seconds"] > earlier["seconds"]
+    comparing = card["comparison_pretraining"]
+    assert comparing["columns_found_at"] is None and comparing["ramp_started_at"] == 40, comparing
+    assert comparing["steps"] == 55 and comparing["loss_curve"][-1]["step"] == 55
+    assert "continued from it" in (out / "README.md").read_text()
+
+    assert main([*argv, "--out", str(tmp_path / "other"), "--steps", "121"]) == 2
+    assert "card.json: built with other tower or description settings: steps 120 (asked 121)" in capsys.readouterr().err
 
 
 def test_the_shipped_base_matches_its_card_sees_and_describes():
