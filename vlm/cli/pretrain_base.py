@@ -290,14 +290,16 @@ def model_card(card: dict) -> str:
         [
             "# The demo's base: a stand-in for pre-trained CLIP + GPT-2",
             "",
-            "The tiny preset's starting point (`base: shipped` in configs/demo/model.yaml), trained in code on freshly",
-            "sampled synthetic scenes only: no image of any dataset split, no question. First the CLIP vision tower,",
-            "each patch token supervised with the colour and shape of the object centred in it",
-            "(`vlm/synthetic/tower_pretraining.py`); then, with the tower frozen, the projector and the GPT-2 learn to",
-            "describe scenes (`vlm/synthetic/description_pretraining.py`, LLaVA's stage 1)"
+            "The tiny preset's starting point (`base: shipped` in configs/demo/model.yaml), trained in code on freshly "
+            "sampled synthetic scenes only: no image of any dataset split, "
+            + ("and one VQA question family, left/right, asked about its own scenes." if comparing else "no question.")
+            + " First the CLIP vision tower, each patch token supervised with the colour and shape of the object "
+            "centred in it (`vlm/synthetic/tower_pretraining.py`); then, with the tower frozen, the projector and the "
+            "GPT-2 learn to describe scenes (`vlm/synthetic/description_pretraining.py`, LLaVA's stage 1)"
             + (
                 "; then they learn left/right questions through each object's written-out column, which a random "
-                "language model does not find from plain questions (`vlm/synthetic/comparison_pretraining.py`)."
+                "language model does not find from plain questions (`vlm/synthetic/comparison_pretraining.py`). "
+                "SFT's left/right figure from this base measures what SFT keeps and sharpens, not what it finds."
                 if comparing
                 else "."
             ),
