@@ -110,18 +110,24 @@ def test_the_preset_loads_the_base_and_refuses_what_does_not_fit(small_base, tmp
     assert "already exists" in capsys.readouterr().err
 
 
-def test_a_build_continues_from_a_base_with_the_same_earlier_stages(small_base, tmp_path, capsys):
+def test_a_build_continues_from_a_base_with_the_same_earlier_stages(tmp_path, capsys):
     """`continue_from` takes the tower and description stages of a base built with the same settings, runs only the
-    comparison stage on it, and says so in the card; a base built otherwise is refused in one line. The stage keeps
-    the columns written past `compare_both_steps` while they are not found, up to `compare_max_both_steps`."""
-    out = tmp_path / "continued"
-    argv = ["pretrain-base", "--config", "configs/demo/base.yaml", "--out", str(out), *SMALL]
+    comparison stage on it, and says so in the card; a base built otherwise, or one whose comparison stage has run,
+    is refused in one line. The stage keeps the columns written past `compare_both_steps` while they are not found,
+    up to `compare_max_both_steps`."""
+    earlier_base, out = tmp_path / "earlier", tmp_path / "continued"
+    argv = ["pretrain-base", "--config", "configs/demo/base.yaml", *SMALL, "--compare_scenes", "300"]
     argv += ["--steps", "120", "--batch_size", "32", "--learning_rate", "3e-3", "--describe_steps", "60"]
-    argv += ["--describe_scenes", "300", "--describe_learning_rate", "3e-3", "--compare_scenes", "300"]
-    argv += ["--probe_train_scenes", "300", "--probe_test_scenes", "150", "--continue_from", str(small_base)]
+    argv += ["--describe_scenes", "300", "--describe_learning_rate", "3e-3"]
+    argv += ["--probe_train_scenes", "300", "--probe_test_scenes", "150"]
+    no_stage = ["--compare_left_steps", "0", "--compare_both_steps", "0", "--compare_max_both_steps", "0"]
+    assert main([*argv, *no_stage, "--compare_ramp_steps", "0", "--out", str(earlier_base)]) == 0
+    argv += ["--continue_from", str(earlier_base)]
     stage = ["--compare_left_steps", "10", "--compare_both_steps", "10", "--compare_max_both_steps", "30"]
-    assert main([*argv, *stage, "--compare_ramp_steps", "10", "--compare_plain_steps", "5"]) == 0
-    card, earlier = check_base(out), check_base(small_base)
+    stage += ["--compare_ramp_steps", "10", "--compare_plain_steps", "5"]
+    assert main([*argv, *stage, "--out", str(out)]) == 0
+    card, earlier = check_base(out), check_base(earlier_base)
+    assert earlier["comparison_pretraining"] is None
     assert card["continued_from"]["sha256"] == earlier["sha256"][WEIGHTS]
     assert card["tower_pretraining"] == earlier["tower_pretraining"]
     assert card["seconds"] > earlier["seconds"]
@@ -130,8 +136,11 @@ def test_a_build_continues_from_a_base_with_the_same_earlier_stages(small_base, 
     assert comparing["steps"] == 55 and comparing["loss_curve"][-1]["step"] == 55
     assert "continued from it" in (out / "README.md").read_text()
 
-    assert main([*argv, "--out", str(tmp_path / "other"), "--steps", "121"]) == 2
+    assert main([*argv, *stage, "--out", str(tmp_path / "other"), "--steps", "121"]) == 2
     assert "card.json: built with other tower or description settings: steps 120 (asked 121)" in capsys.readouterr().err
+    argv[argv.index(str(earlier_base))] = str(out)
+    assert main([*argv, *stage, "--out", str(tmp_path / "twice")]) == 2
+    assert "has had its comparison stage already" in capsys.readouterr().err
 
 
 def test_the_shipped_base_matches_its_card_sees_and_describes():

@@ -142,6 +142,11 @@ def _earlier_stages(cfg: PretrainBaseConfig):
         ]
         if differ:
             raise ValueError(f"{folder / CARD}: built with other tower or description settings: {', '.join(differ)}")
+        if earlier.get("comparison_pretraining"):
+            raise ValueError(
+                f"{folder / CARD}: this base has had its comparison stage already; continue from one built with the "
+                "compare_* steps at 0"
+            )
         model, processor = load_vlm(folder)
         entries = {k: earlier[k] for k in ("tower_pretraining", "description_pretraining", "probes_random_tower")}
         entries["continued_from"] = {k: earlier[k] for k in ("command", "commit", "seconds", "machine")}
