@@ -64,8 +64,9 @@ def main():
     pairs = sum(f["pairs"] for f in by_type.values())
     overall = {k: sum(f[k] * f["questions"] for f in by_type.values()) / questions for k in SHARES}
     right = sum(f["pair_accuracy"] * f["pairs"] for f in by_type.values() if f["pairs"])
-    overall |= {"questions": questions, "pairs": pairs, "pair_accuracy": right / pairs if pairs else float("nan")}
-    overall["pair_accuracy_se"] = math.sqrt(overall["pair_accuracy"] * (1 - overall["pair_accuracy"]) / pairs)
+    accuracy = right / pairs if pairs else float("nan")
+    se = math.sqrt(accuracy * (1 - accuracy) / pairs) if pairs else float("nan")
+    overall |= {"questions": questions, "pairs": pairs, "pair_accuracy": accuracy, "pair_accuracy_se": se}
     report = {"policy": args.policy, "reward_model": args.reward_model, "split": args.split, "n": args.n}
     report |= {"temperature": args.temperature, "overall": overall, "by_question_type": by_type}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -176,11 +176,12 @@ def pretrain_on_comparisons(
         nonlocal found_at, ramp_start
         plain = comparison_accuracy(model, questions, held_out, held_out_features, False, f"compare-ask-{seed}")
         written = comparison_accuracy(model, questions, held_out, held_out_features, True, f"compare-ask-{seed}")
-        curve.append({"step": step, "plain": plain["accuracy"], "written": written["accuracy"], **written})
-        del curve[-1]["accuracy"]
+        right = written["both_columns_right"]
+        curve.append(
+            {"step": step, "plain": plain["accuracy"], "written": written["accuracy"], "both_columns_right": right}
+        )
         logger.info("comparison pre-training, held out after %d steps: %s", step, curve[-1])
-        found = written["both_columns_right"] >= columns_found
-        if ramp_start is None and step >= left_steps + both_steps and found:
+        if ramp_start is None and step >= left_steps + both_steps and right >= columns_found:
             found_at = ramp_start = step
 
     def plain_share(step: int) -> float:
