@@ -3,17 +3,18 @@ reward model), the reward model alone (ground-truth weight 0: the path of a user
 model + the VQA-accuracy bonus (LLaVA-RLHF's).
 
     python benchmarks/rl_reward_sources.py --start runs/demo/models/sft/checkpoint-500 \
-        --reward_model runs/demo/models/reward --data DATA --eval_split val2014 --out runs/bench-rl-rewards
+        --reward_model runs/demo/models/reward --data runs/demo/data --eval_split dev2014 --eval_limit 500 \
+        --report_split val2014 --out runs/bench-rl-rewards
     python benchmarks/rl_reward_sources.py ... --arms rm_only grpo_rm_only --parallel 2   # PPO against GRPO
 
 Each arm is `python -m ppo --config configs/demo/ppo.yaml` (`grpo_*` arms: `-m grpo --config
 configs/demo/grpo.yaml`; `--ppo_config`, `--grpo_config` to change) with the same start, seed and prompts, one
 thread each, `--parallel` arms at a time (give PPO and GRPO the same share of the machine to compare their wall
-times), its held-out evaluation on `--data`'s `--eval_split`. To choose
-settings, give a folder whose val split holds scenes of another seed (a dev slice), and report the real val once.
-Then `vlm-rlhf eval` scores the start and each arm's final policy per question type. Writes `<out>/report.md` (the
-table that goes to docs/results.md) and `<out>/results.json`; arms already finished are not rerun. Extra `--key
-value` pairs go to every arm.
+times), its held-out evaluation (the curve and its `best/`) on `--data`'s `--eval_split`. Then `vlm-rlhf eval`
+scores the start and each arm's final policy per question type on `--report_split` (default: the same split): choose
+settings with `--eval_split dev2014`, and give `--report_split val2014` to report val once. Writes `<out>/report.md`
+(the table that goes to docs/results.md) and `<out>/results.json`; arms already finished are not rerun. Extra
+`--key value` pairs go to every arm.
 """
 
 from __future__ import annotations
@@ -75,25 +76,30 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="the VQA folder of the prompts (train split)")
     ap.add_argument("--eval_split", default="val2014")
     ap.add_argument("--eval_limit", type=int, default=1490)
+    ap.add_argument("--report_split", default=None, help="where the final table is scored (default: --eval_split)")
+    ap.add_argument("--report_limit", type=int, default=None, help="its questions (default: --eval_limit)")
     ap.add_argument("--ppo_config", "--config", default="configs/demo/ppo.yaml")
     ap.add_argument("--grpo_config", default="configs/demo/grpo.yaml")
     ap.add_argument("--arms", nargs="+", default=list(REWARDS), choices=ARMS)
     ap.add_argument("--parallel", type=int, default=2, help="arms run at once, one thread each")
     ap.add_argument("--out", required=True)
     args, extra = ap.parse_known_args()
+    args.report_split = args.report_split or args.eval_split
+    args.report_limit = args.report_limit or args.eval_limit
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     seconds = _run_arms(args, out, extra)
     names = ["start", *args.arms]
     models = [args.start, *(str(out / n) for n in args.arms)]
-    if not (out / "eval" / "eval.json").is_file():
+    report = out / f"eval-{args.report_split}"
+    if not (report / "eval.json").is_file():
         subprocess.run(
             [sys.executable, "-m", "vlm.cli", "eval", "--model", *models, "--name", *names, "--data", args.data,
-             "--split", args.eval_split, "--limit", str(args.eval_limit), "--out", str(out / "eval")],
+             "--split", args.report_split, "--limit", str(args.report_limit), "--out", str(report)],
             check=True,
         )  # fmt: skip
-    evaluated = {r["name"]: r["metrics"] for r in json.loads((out / "eval" / "eval.json").read_text())["results"]}
+    evaluated = {r["name"]: r["metrics"] for r in json.loads((report / "eval.json").read_text())["results"]}
     rows = []
     for name in args.arms:
         summary = json.loads((out / name / "summary.json").read_text())
@@ -111,6 +117,7 @@ def main() -> None:
         )
     start = evaluated["start"]
     results = {
+        "report_split": args.report_split,
         "start": start["accuracy"],
         "start_per_type": start["accuracy_by_question_type"],
         "questions": start["questions"],
@@ -135,10 +142,12 @@ def _report(results: dict, args) -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     types = list(results["start_per_type"])
     lines = [
-        f"Start `{args.start}`, reward model `{args.reward_model}`, held-out `{args.data}` {args.eval_split} "
-        f"({results['questions']} questions), configs `{args.ppo_config}`, `{args.grpo_config}`.",
+        f"Start `{args.start}`, reward model `{args.reward_model}`, data `{args.data}`; each run's held-out curve "
+        f"and `best/` on {args.eval_split} ({args.eval_limit} questions at most), the table's final figures on "
+        f"{args.report_split} ({results['questions']} questions); configs `{args.ppo_config}`, `{args.grpo_config}`.",
         "",
-        "| arm | held-out at each evaluation | final | gain | best | final KL | " + " | ".join(types) + " | s |",
+        f"| arm | {args.eval_split} at each evaluation | final | gain | best | final KL | "
+        + " | ".join(types) + " | s |",
         "|---|---|---|---|---|---|" + "---|" * len(types) + "---|",
         f"| start | | {pct(results['start'])} | | | | "
         + " | ".join(pct(results["start_per_type"][t]) for t in types) + " | |",
