@@ -38,6 +38,8 @@ from vlm.eval.best_of_n import within_question_pair_accuracy
 from vlm.eval.metrics import vqa_accuracy
 from vlm.labels.answers import read_answers
 from vlm.labels.gold import gold_key_path
+from vlm.model.builder import load_vlm
+from vlm.model.modeling_vlm import VLMForAnswerLikelihood
 from vlm.model.reward_scoring import load_reward_model, score_answers
 
 
@@ -145,6 +147,17 @@ def measure(rm_dir: Path, val: list[dict]) -> dict:
     }
 
 
+def policy_pair_accuracy(sft: str, val: list[dict]) -> float:
+    """Pair accuracy of the SFT policy's own answer log-likelihood, before any label: the likelihood readout's
+    start (its scale 1, bias 0), so what the labels add over it shows."""
+    _, processor = load_vlm(sft)
+    model = VLMForAnswerLikelihood.from_pretrained(sft).eval()
+    images = [load_image(r["image"]) for r in val]
+    with torch.no_grad():
+        logits = score_answers(model, processor, images, [r["question"] for r in val], [r["answer"] for r in val], 128)
+    return within_question_pair_accuracy(logits.tolist(), [r["truth"] for r in val], [r["question_id"] for r in val])[0]
+
+
 def run_seed(args, seed: int, val: list[dict]) -> dict:
     root = Path(args.work) / f"seed-{seed}"
     clean = f"{args.error_rate},{args.error_rate},{args.error_rate}"
@@ -216,7 +229,9 @@ def main() -> None:
     def mean_difference(a: str, b: str, metric: str) -> float:
         return 100 * statistics.mean(per_seed[s][a][metric] - per_seed[s][b][metric] for s in args.seeds)
 
+    no_labels = policy_pair_accuracy(args.sft, val) if "selection" in args.parts else None
     if "selection" in args.parts:
+        print(f"  pair_accuracy no labels (the SFT policy's likelihood) {100 * no_labels:5.1f} %")  # noqa: T201
         print(  # noqa: T201
             f"active - random: {mean_difference('active', 'random', 'pair_accuracy'):+.1f} points of pair accuracy "
             f"(target >= +3), {mean_difference('active', 'random', 'agreement'):+.1f} of agreement"
@@ -229,7 +244,15 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(
-            json.dumps({"args": vars(args), "per_seed": per_seed, "val_answers": len(val)}, indent=2)
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "per_seed": per_seed,
+                    "no_labels_pair_accuracy": no_labels,
+                    "val_answers": len(val),
+                },
+                indent=2,
+            )
         )
 
 
