@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from vlm.data.errors import DataError
+from vlm.data.vqa import load_vqa
+
 REWARDS = {
     "oracle": ["--ground_truth_weight", "1.0"],
     "rm_only": ["--ground_truth_weight", "0.0", "--reward_model_path", "{rm}"],
@@ -48,6 +51,15 @@ def _arm_command(args, name: str, out: Path, extra: list[str]) -> list[str]:
         "--data_dir", args.data, "--eval_split", args.eval_split, "--eval_limit", str(args.eval_limit),
         "--output_dir", str(out / name), "--vision_feature_cache", str(out / "cache"), *flags, *extra,
     ]  # fmt: skip
+
+
+def _check_splits(args) -> None:
+    """Refuse, in one line, a split that `--data` lacks before any arm runs (the arms take up to hours)."""
+    for split in dict.fromkeys([args.eval_split, args.report_split]):
+        try:
+            load_vqa(args.data, split, None, 1, require_annotations=True)
+        except DataError as e:
+            sys.exit(f"rl_reward_sources: {e}")
 
 
 def _run_arms(args, out: Path, extra: list[str]) -> dict[str, float]:
@@ -86,6 +98,7 @@ def main() -> None:
     args, extra = ap.parse_known_args()
     args.report_split = args.report_split or args.eval_split
     args.report_limit = args.report_limit or args.eval_limit
+    _check_splits(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
