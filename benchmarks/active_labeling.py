@@ -27,6 +27,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from transformers import AutoProcessor
 
 from labeling.generate import GenerateConfig, generate
 from labeling.simulate import SimulateConfig, simulate
@@ -38,7 +39,6 @@ from vlm.eval.best_of_n import within_question_pair_accuracy
 from vlm.eval.metrics import vqa_accuracy
 from vlm.labels.answers import read_answers
 from vlm.labels.gold import gold_key_path
-from vlm.model.builder import load_vlm
 from vlm.model.modeling_vlm import VLMForAnswerLikelihood
 from vlm.model.reward_scoring import load_reward_model, score_answers
 
@@ -131,15 +131,20 @@ def _val_set(args) -> list[dict]:
     return records
 
 
+def _scores_and_pairs(model, processor, val: list[dict]) -> tuple[torch.Tensor, float, int]:
+    """The model's score of every answer, and its pair accuracy (and pair count) within questions."""
+    images = [load_image(r["image"]) for r in val]
+    with torch.no_grad():
+        logits = score_answers(model, processor, images, [r["question"] for r in val], [r["answer"] for r in val], 128)
+    truth = [r["truth"] for r in val]
+    return logits, *within_question_pair_accuracy(logits.tolist(), truth, [r["question_id"] for r in val])
+
+
 def measure(rm_dir: Path, val: list[dict]) -> dict:
     """Agreement with the true correctness, and pair accuracy within questions."""
     model, processor = load_reward_model(rm_dir)
-    images = [load_image(r["image"]) for r in val]
-    logits = score_answers(model, processor, images, [r["question"] for r in val], [r["answer"] for r in val], 128)
+    logits, pair_accuracy, pairs = _scores_and_pairs(model, processor, val)
     truth = torch.tensor([r["truth"] for r in val])
-    pair_accuracy, pairs = within_question_pair_accuracy(
-        logits.tolist(), truth.tolist(), [r["question_id"] for r in val]
-    )
     return {
         "agreement": float(((logits >= 0).long() == truth).float().mean()),
         "pair_accuracy": pair_accuracy,
@@ -150,12 +155,9 @@ def measure(rm_dir: Path, val: list[dict]) -> dict:
 def policy_pair_accuracy(sft: str, val: list[dict]) -> float:
     """Pair accuracy of the SFT policy's own answer log-likelihood, before any label: the likelihood readout's
     start (its scale 1, bias 0), so what the labels add over it shows."""
-    _, processor = load_vlm(sft)
     model = VLMForAnswerLikelihood.from_pretrained(sft).eval()
-    images = [load_image(r["image"]) for r in val]
-    with torch.no_grad():
-        logits = score_answers(model, processor, images, [r["question"] for r in val], [r["answer"] for r in val], 128)
-    return within_question_pair_accuracy(logits.tolist(), [r["truth"] for r in val], [r["question_id"] for r in val])[0]
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return _scores_and_pairs(model, AutoProcessor.from_pretrained(sft), val)[1]
 
 
 def run_seed(args, seed: int, val: list[dict]) -> dict:
