@@ -6,24 +6,22 @@ training prompts; this is the held-out figure.
         --reward_model runs/demo/models/reward --data runs/demo/data --split dev2014 --out runs/bench-bon.json
 
 The policy samples `--n` answers per question at `--temperature` (PPO's, by default the demo's 0.7); the reward
-model picks one; greedy, a random sample and the truth's pick stand beside it.
+model picks one; greedy, a random sample and the truth's pick stand beside it. Overall figures (pair accuracy,
+ROC-AUC against the truth over every sample) pool the question types' samples.
 """
 
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
 
 import torch
 
 from vlm.data.images import load_image
 from vlm.data.vqa import load_vqa
-from vlm.eval.best_of_n import best_of_n
+from vlm.eval.best_of_n import sample_and_score, summarise
 from vlm.model.builder import load_vlm
 from vlm.model.reward_scoring import load_reward_model
-
-SHARES = ("greedy", "random_sample", "best_of_n_by_reward", "best_of_n_by_truth")
 
 
 def main():
@@ -44,29 +42,26 @@ def main():
     reward_model, reward_processor = load_reward_model(args.reward_model, "--reward_model")
     vqa = load_vqa(args.data, args.split, limit=args.limit, require_annotations=True)
     by_type: dict[str, dict] = {}
+    sampled = []
     for kind in sorted(set(vqa["question_type"])):
         rows = vqa.filter(lambda r, kind=kind: r["question_type"] == kind)
         torch.manual_seed(args.seed)
-        figures = best_of_n(
-            policy,
-            processor,
-            reward_model,
-            reward_processor,
-            [load_image(p) for p in rows["image_path"]],
-            rows["question"],
-            rows["answers"],
-            n=args.n,
-            temperature=args.temperature,
+        sampled.append(
+            sample_and_score(
+                policy,
+                processor,
+                reward_model,
+                reward_processor,
+                [load_image(p) for p in rows["image_path"]],
+                rows["question"],
+                rows["answers"],
+                n=args.n,
+                temperature=args.temperature,
+            )
         )
-        by_type[kind] = figures
-        logging.info("%s: %s", kind, {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()})
-    questions = sum(f["questions"] for f in by_type.values())
-    pairs = sum(f["pairs"] for f in by_type.values())
-    overall = {k: sum(f[k] * f["questions"] for f in by_type.values()) / questions for k in SHARES}
-    right = sum(f["pair_accuracy"] * f["pairs"] for f in by_type.values() if f["pairs"])
-    accuracy = right / pairs if pairs else float("nan")
-    se = math.sqrt(accuracy * (1 - accuracy) / pairs) if pairs else float("nan")
-    overall |= {"questions": questions, "pairs": pairs, "pair_accuracy": accuracy, "pair_accuracy_se": se}
+        by_type[kind] = summarise(*sampled[-1])
+        logging.info("%s: %s", kind, {k: round(v, 4) if isinstance(v, float) else v for k, v in by_type[kind].items()})
+    overall = summarise(*(torch.cat(parts) for parts in zip(*sampled)))
     report = {"policy": args.policy, "reward_model": args.reward_model, "split": args.split, "n": args.n}
     report |= {"temperature": args.temperature, "overall": overall, "by_question_type": by_type}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import shutil
 from collections import defaultdict
 
 import pytest
+import torch
 
 from vlm.cli import main as cli_main
 from vlm.cli.evaluate import _merge_repeated
@@ -168,3 +169,19 @@ def test_within_question_pair_accuracy_on_a_hand_made_table():
     accuracy, pairs = within_question_pair_accuracy(scores, truth, questions)
     assert pairs == 4 and accuracy == pytest.approx(2 / 4)
     assert within_question_pair_accuracy([1.0], [1.0], ["a"])[1] == 0
+
+
+def test_best_of_n_summary_on_a_hand_made_table():
+    """The reward model's pick, the truth's pick, pair accuracy and the ROC-AUC over every sample, from known scores:
+    a reward model that ranks every sample rightly gets AUC 1 and the truth's pick, its mirror AUC 0 and the worst."""
+    from vlm.eval.best_of_n import summarise
+
+    greedy = torch.tensor([1.0, 0.0])
+    truth = torch.tensor([[1.0, 0.0, 0.3], [0.0, 0.0, 1.0]])
+    right = summarise(greedy, truth * 2 - 1, truth)
+    assert right["roc_auc"] == pytest.approx(1.0) and right["pair_accuracy"] == pytest.approx(1.0)
+    assert right["best_of_n_by_reward"] == pytest.approx(1.0) == right["best_of_n_by_truth"]
+    assert right["pairs"] == 5 and right["greedy"] == pytest.approx(0.5)
+    wrong = summarise(greedy, -truth, truth)
+    assert wrong["roc_auc"] == pytest.approx(0.0) and wrong["pair_accuracy"] == pytest.approx(0.0)
+    assert wrong["best_of_n_by_reward"] == pytest.approx(0.0)
