@@ -65,6 +65,13 @@ class RewardConfig(TrainedPartsConfig, TrainingArguments):
             "choices": list(GOLD_FILTERS),
         },
     )
+    corrections: bool = field(
+        default=True,
+        metadata={
+            "help": "Train on the right answers annotators typed beside `incorrect` verdicts, as correct answers "
+            "(training images only)."
+        },
+    )
     class_balance: str = field(
         default="weight",
         metadata={"help": "weight: BCE pos_weight = #incorrect / #correct; none.", "choices": list(CLASS_BALANCE)},

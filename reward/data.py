@@ -5,7 +5,8 @@ Each answer's label is its annotators' majority verdict (`vlm.labels.store.aggre
 (majority unsure, or a tie) are not trained on. With `weighting: agreement` an answer weighs the share of its
 annotators in the majority (3 of 3: 1.0, 2 of 3: 0.67), so conflicting labels count less; `min_agreement` drops
 them instead. Simulated rows carry the answer's VQA accuracy, from which the true correctness is kept for
-evaluation (`truth`).
+evaluation (`truth`). With `corrections: true`, the right answer an annotator typed beside an `incorrect` verdict is
+trained on as a correct answer to the same image and question (`correction_rows`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from vlm.data.errors import DataError
+from vlm.eval.metrics import normalize_answer
 from vlm.labels.gold import annotator_quality, read_gold
 from vlm.labels.store import LabelStore, aggregate_verdicts
 
@@ -68,7 +70,8 @@ def labelled_answers(store: str, cfg) -> list[dict]:
         if row.get("vqa_accuracy") is not None:
             truth[row["answer_id"]] = int(row["vqa_accuracy"] >= cfg.truth_threshold)
     rows = []
-    for answer_id, agg in aggregate_verdicts(latest, vote_weight).items():
+    aggregated = aggregate_verdicts(latest, vote_weight)
+    for answer_id, agg in aggregated.items():
         side = _image_side(agg["image"], cfg.eval_fraction, cfg.seed)
         if answer_id in gold and side == "eval":
             continue  # gold answers are known, not unseen: never part of the held-out evaluation
@@ -86,10 +89,35 @@ def labelled_answers(store: str, cfg) -> list[dict]:
                 "annotators": agg["annotators"],
                 "truth": truth.get(answer_id, -1),
                 "gold": answer_id in gold,
+                "correction": False,
                 "side": side,
             }
         )
+    if cfg.corrections:
+        rows += correction_rows(rows, {a: agg["corrected_answers"] for a, agg in aggregated.items()})
     return rows
+
+
+def correction_rows(rows: list[dict], typed: dict[str, list[str]]) -> list[dict]:
+    """Correct answers from the annotators' typed corrections: where the verdict on an answer to a training image is
+    `incorrect` and its annotators typed one right answer (after VQA normalisation) that differs from it, that
+    answer is a correct answer to the same image and question, weighing what the judged answer weighs. Clicking
+    "incorrect" says what is wrong; the correction says what is right, and it gives the question a (correct,
+    incorrect) pair the policy's samples may lack. A correction that repeats an answer already labelled for that
+    image and question adds nothing. Held-out images get none: the evaluation stays on the policy's own answers."""
+    seen = {(r["image"], r["question"], normalize_answer(r["answer"])) for r in rows}
+    added = []
+    for r in rows:
+        corrections = {normalize_answer(a) for a in typed.get(r["answer_id"], [])} - {""}
+        if r["side"] != "train" or r["label"] != 0 or len(corrections) != 1:
+            continue
+        (answer,) = corrections
+        if (r["image"], r["question"], answer) in seen:
+            continue
+        seen.add((r["image"], r["question"], answer))
+        correct = {"answer_id": f"{r['answer_id']}/corrected", "answer": answer, "verdict": "correct", "label": 1}
+        added.append(r | correct | {"truth": -1, "gold": False, "correction": True})
+    return added
 
 
 def check_trainable(rows: list[dict], cfg, store: str) -> list[dict]:

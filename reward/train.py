@@ -174,8 +174,9 @@ def _summary(cfg, trainer, rows, balance, metrics, result, resumed_from, seconds
         "objective": cfg.objective,
         "weighting": cfg.weighting,
         "labels": {
-            "answers": len(rows),
-            "train_answers": sum(r["side"] == "train" for r in rows),
+            "answers": sum(not r["correction"] for r in rows),
+            "train_answers": sum(r["side"] == "train" and not r["correction"] for r in rows),
+            "train_corrections": sum(r["correction"] for r in rows),
             "held_out_answers": sum(r["side"] == "eval" for r in rows),
             "train_images": len({r["image"] for r in rows if r["side"] == "train"}),
             "held_out_images": len({r["image"] for r in rows if r["side"] == "eval"}),

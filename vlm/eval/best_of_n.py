@@ -93,31 +93,6 @@ def summarise(greedy: torch.Tensor, scores: torch.Tensor, truth: torch.Tensor, t
     }
 
 
-def best_of_n(
-    policy,
-    processor,
-    reward_model,
-    reward_processor,
-    images: Sequence,
-    questions: Sequence[str],
-    human_answers: Sequence[Sequence[str]],
-    n: int = 8,
-    temperature: float = 1.0,
-    max_new_tokens: int = 8,
-    batch_size: int = 64,
-) -> dict:
-    """`summarise` of `sample_and_score`, with the sampling temperature."""
-    sampled = sample_and_score(
-        policy,
-        processor,
-        reward_model,
-        reward_processor,
-        images,
-        questions,
-        human_answers,
-        n,
-        temperature,
-        max_new_tokens,
-        batch_size,
-    )
-    return summarise(*sampled) | {"temperature": temperature}
+def best_of_n(*args, temperature: float = 1.0, **kwargs) -> dict:
+    """`summarise` of `sample_and_score` (the same arguments), with the sampling temperature."""
+    return summarise(*sample_and_score(*args, temperature=temperature, **kwargs)) | {"temperature": temperature}
