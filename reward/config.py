@@ -66,7 +66,7 @@ class RewardConfig(TrainedPartsConfig, TrainingArguments):
         },
     )
     corrections: bool = field(
-        default=True,
+        default=False,
         metadata={
             "help": "Train on the right answers annotators typed beside `incorrect` verdicts, as correct answers "
             "(training images only)."

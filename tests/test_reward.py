@@ -186,11 +186,13 @@ def test_labels_are_split_by_image_weighted_and_filtered(synthetic_data, tmp_pat
 def test_typed_corrections_are_trained_on_as_correct_answers(synthetic_data, tmp_path):
     """An annotator's typed right answer beside "incorrect" becomes a correct answer to that image and question, on
     training images only, once per question; a correction that repeats a labelled answer (after VQA normalisation)
-    or on which the annotators disagree adds nothing; `corrections: false` turns it off."""
+    or on which the annotators disagree adds nothing; off unless `corrections: true`."""
     rule = {"2": "correct", "1": "incorrect", "3": "incorrect", "5": "incorrect"}
     typed = {"1": {"ann1": "Two", "ann2": "2"}, "3": {"ann1": "4", "ann2": "four"}, "5": {"ann1": "0", "ann2": "6"}}
     _labels(tmp_path / "labels", synthetic_data, rule, corrected_of=lambda who, text: typed.get(text, {}).get(who))
     cfg = RewardConfig(output_dir=str(tmp_path / "x"), eval_fraction=0.3, min_labels=10, report_to="none")
+    assert not any(r["correction"] for r in labelled_answers(str(tmp_path / "labels"), cfg))  # off by default
+    cfg.corrections = True
     rows = labelled_answers(str(tmp_path / "labels"), cfg)
     added = [r for r in rows if r["correction"]]
     judged = [r for r in rows if not r["correction"]]
@@ -200,8 +202,6 @@ def test_typed_corrections_are_trained_on_as_correct_answers(synthetic_data, tmp
     assert all(r["answer"] == "4" and r["label"] == 1 and r["side"] == "train" and r["truth"] == -1 for r in added)
     pairs = answer_pairs([r for r in rows if r["side"] == "train"], seed=0)
     assert sum(p["chosen"] == "4" for p in pairs) == 3 * len(train_questions)  # against "1", "3" and "5"
-    cfg.corrections = False
-    assert not any(r["correction"] for r in labelled_answers(str(tmp_path / "labels"), cfg))
 
 
 def test_unsure_and_ties_are_not_trained_on(synthetic_data, tmp_path):
