@@ -39,23 +39,30 @@ def _draw(labels: Path, share: float, seed: int, out: Path) -> Path:
     return store
 
 
+def _run(argv: list[str], what: str) -> None:
+    """A step as its own process; a failure ends the benchmark in one line under the step's own error."""
+    done = subprocess.run(argv)
+    if done.returncode:
+        sys.exit(f"reward_label_budget: {what} failed (exit code {done.returncode}); its error is above")
+
+
 def _measure(args, share: float, extra: list[str]) -> dict:
     out = Path(args.out) / f"share-{share:g}"
     store = _draw(Path(args.labels), share, args.seed, out)
     gold = sorted(str(p) for p in Path(args.labels).glob("round-*/answers.gold.jsonl"))
     rm = out / "reward"
     if not (rm / "summary.json").is_file():
-        subprocess.run(
+        _run(
             [sys.executable, "-m", "vlm.cli", "reward", "train", "--config", args.reward_config, "--init_from",
              args.sft, "--label_store", str(store), "--gold", *gold, "--output_dir", str(rm), *extra],
-            check=True,
+            f"reward train on {store}",
         )  # fmt: skip
     best = out / f"best-of-n-{args.split}.json"
     if not best.is_file():
-        subprocess.run(
+        _run(
             [sys.executable, str(Path(__file__).with_name("reward_best_of_n.py")), "--policy", args.policy,
              "--reward_model", str(rm), "--data", args.data, "--split", args.split, "--out", str(best)],
-            check=True,
+            f"best-of-n of {rm}",
         )  # fmt: skip
     summary = json.loads((rm / "summary.json").read_text())
     report = json.loads(best.read_text())
