@@ -18,6 +18,7 @@ already measured are not rerun.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import subprocess
@@ -27,13 +28,20 @@ from pathlib import Path
 from vlm.labels.store import LabelStore
 
 
+@functools.cache
+def _round_labels(labels: Path, seed: int) -> tuple[list[dict], list]:
+    """The round's labels (read once for every draw) and its questions in one seeded order."""
+    rows = LabelStore(labels / "store").latest()
+    questions = sorted({r["question_id"] for r in rows})
+    random.Random(seed).shuffle(questions)
+    return rows, questions
+
+
 def _draw(labels: Path, share: float, seed: int, out: Path) -> Path:
-    """A label store of the round's labels on the first `share` of its questions, in one seeded order."""
+    """A label store of the round's labels on the first `share` of its questions."""
     store = out / "store"
     if not store.is_dir():
-        rows = LabelStore(labels / "store").latest()
-        questions = sorted({r["question_id"] for r in rows})
-        random.Random(seed).shuffle(questions)
+        rows, questions = _round_labels(labels, seed)
         kept = set(questions[: round(share * len(questions))])
         LabelStore(store).append(r for r in rows if r["question_id"] in kept)
     return store
